@@ -1,0 +1,62 @@
+"""Atomic outputs: a stage writes into a temporary sibling and only a finished result replaces the old one.
+
+A failure (exception, kill) therefore never leaves half an output and never destroys the previous
+good output. Temporary siblings start with ``.tmp-`` so they are easy to ignore and clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it replaces ``target`` (a directory).
+
+    The swap is two renames on the same filesystem: old -> backup, temp -> target; the backup is
+    removed afterwards. On an exception the temporary directory is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    backup = None
+    if target.exists():
+        backup = target.parent / f".tmp-old-{target.name}-{os.getpid()}"
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.replace(target, backup)
+    os.replace(tmp, target)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success it is renamed onto ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}-", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``target``."""
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
