@@ -22,3 +22,8 @@ def cache_dir() -> Path:
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def failure_path(root: Path, stage: str, dataset: str) -> Path:
+    """Where a failed validation's full GX result goes: outside the stage's outputs, which stay intact."""
+    return Path(root) / "artifacts" / "failures" / f"{stage}-{dataset}-gx.json"

@@ -1,0 +1,43 @@
+"""Stage `ingest`: raw files of one dataset -> the normalized interactions table, validated by GX.
+
+Reads data/<dataset>/ (obtained by `llm4ctr fetch`), writes artifacts/ingest/<dataset>/:
+interactions.parquet, summary.json, gx_result.json. A failing suite writes its full result to
+artifacts/failures/ and leaves the previous good output untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from assets.tables import describe, preview_md, read_table, write_json, write_table
+from llm4ctr.atomic import atomic_dir
+from llm4ctr.params import Params
+from llm4ctr.paths import artifact_dir, failure_path, raw_dir
+
+STAGE = "ingest"
+TABLE = "interactions.parquet"
+
+
+def run(params: Params, root: Path) -> dict[str, Any]:
+    """Load, validate and write the interactions table; return its description as metadata."""
+    from assets.datasets import load_interactions
+    from assets.validation import enforce, validate_raw
+
+    dataset = params.get_path("data.name")
+    table = load_interactions(dataset, raw_dir(root, dataset), params)
+    report = validate_raw(table, dataset)
+    with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
+        enforce(report, tmp / "gx_result.json" if report.success else failure_path(root, STAGE, dataset))
+        write_table(table, tmp / TABLE)
+        summary = {"dataset": dataset, **describe(table)}
+        write_json(summary, tmp / "summary.json")
+    return {**summary, "preview_md": preview_md(table)}
+
+
+def check(params: Params, root: Path):
+    """Re-run the raw suite on the written table (Dagster's blocking asset check)."""
+    from assets.validation import validate_raw
+
+    dataset = params.get_path("data.name")
+    return validate_raw(read_table(artifact_dir(root, STAGE, dataset) / TABLE), dataset)

@@ -1,0 +1,67 @@
+"""Reading, writing and describing interaction tables: the file format shared by every stage.
+
+Parquet written by pyarrow with fixed options, so the same frame always gives the same bytes
+(the split stage promises byte-identical files for the same params).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llm4ctr.atomic import write_text
+from llm4ctr.errors import DataError
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` as parquet (zstd, no index) deterministically."""
+    df.to_parquet(path, engine="pyarrow", index=False, compression="zstd")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a parquet table written by a stage; a missing file names the stage to run first."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the stage that produces it first (e.g. `dvc repro`)")
+    return pd.read_parquet(path, engine="pyarrow", dtype_backend=None)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Atomically write ``obj`` as pretty, key-sorted JSON."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the stage that produces it first (e.g. `dvc repro`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and other oddities -> plain Python for json.dumps."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def describe(df: pd.DataFrame) -> dict[str, Any]:
+    """The figures a person wants to see for an interactions table."""
+    return {
+        "rows": int(len(df)),
+        "users": int(df["user_id"].nunique()),
+        "items": int(df["item_id"].nunique()),
+        "positive_rate": round(float(df["label"].mean()), 4) if len(df) else 0.0,
+        "per_scenario": {str(k): int(v) for k, v in df["scenario"].value_counts().sort_index().items()},
+    }
+
+
+def preview_md(df: pd.DataFrame, rows: int = 5) -> str:
+    """The first ``rows`` rows as a markdown table (for the Dagster UI)."""
+    head = df.head(rows).astype(str)
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in head.itertuples(index=False)]
+    return "\n".join(lines)

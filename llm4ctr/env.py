@@ -1,0 +1,20 @@
+"""Process environment defaults: telemetry off for every tool we drive, offline model hub by default."""
+
+from __future__ import annotations
+
+import os
+
+TELEMETRY_OFF = {
+    "DAGSTER_DISABLE_TELEMETRY": "1",
+    "BENTOML_DO_NOT_TRACK": "True",
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",  # evidently
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+OFFLINE_HUB = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def apply_defaults() -> None:
+    """Turn telemetry off and the HF hub offline unless the user already set these variables."""
+    for key, value in {**TELEMETRY_OFF, **OFFLINE_HUB}.items():
+        os.environ.setdefault(key, value)

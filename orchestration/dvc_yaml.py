@@ -1,0 +1,47 @@
+"""Generate dvc.yaml from the stage registry, so `dvc repro` and Dagster run the same DAG.
+
+``{dataset}`` in registry paths becomes DVC's ``${data.name}`` template, read from params.yaml.
+Outputs are ``persist: true``: DVC then does not delete them before a stage runs, and the stage's
+own atomic write keeps the previous good output when a run fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from assets.registry import DATASET, STAGES, Stage
+
+HEADER = (
+    "# GENERATED from assets/registry.py by `llm4ctr dvc-yaml`; do not edit by hand.\n"
+    "# tests/test_pipeline_graph.py fails when this file and the registry disagree.\n"
+)
+DVC_DATASET = "${data.name}"
+
+
+def _dvc_path(path: str) -> str:
+    return path.replace(DATASET, DVC_DATASET)
+
+
+def stage_entry(stage: Stage) -> dict:
+    """The dvc.yaml entry of one registry stage."""
+    return {
+        "desc": stage.description,
+        "cmd": f"llm4ctr stage {stage.name}",
+        "deps": [_dvc_path(p) for p in (*stage.deps, *stage.code)],
+        "params": list(stage.params),
+        "outs": [{_dvc_path(p): {"persist": True}} for p in stage.outs],
+    }
+
+
+def render() -> str:
+    """The full text of dvc.yaml."""
+    doc = {"stages": {stage.name: stage_entry(stage) for stage in STAGES}}
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def write(root: Path) -> Path:
+    path = Path(root) / "dvc.yaml"
+    path.write_text(render(), encoding="utf-8")
+    return path

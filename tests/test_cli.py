@@ -1,0 +1,64 @@
+"""The llm4ctr CLI: --help on every command, project errors as one line with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestration.cli import app
+
+runner = CliRunner()
+COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_all_commands_are_listed_in_top_level_help():
+    result = runner.invoke(app, ["--help"])
+    for command in COMMANDS:
+        assert command in result.output
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-c", "from orchestration.cli import main; main()", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_unknown_stage_is_a_clean_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k}\n")
+    out = _cli("stage", "nope", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown stage 'nope'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_params_file_is_named(tmp_path):
+    out = _cli("stage", "split", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "params.yaml: params file not found" in out.stderr
+
+
+def test_bad_override_is_named(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k}\n")
+    out = _cli("stage", "split", "-S", "nonsense", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "override 'nonsense' must look like key=value" in out.stderr
+
+
+def test_missing_upstream_output_names_the_file(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "data: {name: ml-100k}\nsplit: {method: random, seed: 1, ratios: [0.8, 0.1, 0.1], tolerance: 0.005}\n"
+    )
+    out = _cli("stage", "split", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "artifacts/ingest/ml-100k/interactions.parquet: not found" in out.stderr
