@@ -47,7 +47,7 @@ def assign(table: pd.DataFrame, method: str, ratios: tuple[float, float, float],
     if method == "user_time":
         rank = table.groupby("user_id", sort=False).cumcount().to_numpy()
         size = table.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
-        frac = rank / size
+        frac = (rank + 0.5) / size  # mid-rank: each user's counts round to nearest, unbiased overall
         return np.where(frac < ratios[0], 0, np.where(frac < ratios[0] + ratios[1], 1, 2))
     n_train = int(round(ratios[0] * n))
     n_valid = int(round(ratios[1] * n))

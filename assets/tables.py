@@ -26,7 +26,7 @@ def read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that produces it first (e.g. `dvc repro`)")
-    return pd.read_parquet(path, engine="pyarrow", dtype_backend=None)
+    return pd.read_parquet(path, engine="pyarrow")
 
 
 def write_json(obj: Any, path: Path) -> None:
