@@ -54,7 +54,7 @@ STAGES: tuple[Stage, ...] = (
         func="assets.ingest:run",
         deps=("data/{dataset}",),
         outs=("artifacts/ingest/{dataset}",),
-        params=("data.name", "data.label_rules", "data.amazon"),
+        params=("data.name", "data.label_rules", "data.amazon", "data.missing_references"),
         code=("assets/ingest.py", "assets/datasets", "assets/validation.py", "assets/schema.py"),
         check="assets.ingest:check",
     ),

