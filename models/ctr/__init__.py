@@ -1,0 +1,64 @@
+"""The CTR model zoo and its registry: ``build_model("dcnv2", encoder.vocab_sizes, embedding_dim=16)``.
+
+One model per module; constructor arguments are the hyper-parameters. Models built here remember
+how (``model.build_config``: name, vocab_sizes, hparams), which is what checkpoints save so that
+``models.trainer.load_model`` can rebuild them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from llm4ctr.errors import ParamsError
+from models.ctr.autoint import AutoInt
+from models.ctr.base import CTRModel
+from models.ctr.dcn import DCN
+from models.ctr.dcnv2 import DCNv2
+from models.ctr.deepfm import DeepFM
+from models.ctr.dnn import DNN
+from models.ctr.fgcnn import FGCNN
+from models.ctr.fignn import FiGNN
+from models.ctr.fm import FM
+from models.ctr.ipnn import IPNN
+from models.ctr.xdeepfm import XDeepFM
+
+MODELS: dict[str, type[CTRModel]] = {
+    "fm": FM, "dnn": DNN, "deepfm": DeepFM, "xdeepfm": XDeepFM, "ipnn": IPNN,
+    "dcn": DCN, "dcnv2": DCNv2, "autoint": AutoInt, "fignn": FiGNN, "fgcnn": FGCNN,
+}  # fmt: skip
+
+
+def hyperparameters(name: str) -> dict:
+    """The hyper-parameters of model ``name`` with their defaults (everything but ``vocab_sizes``)."""
+    params = inspect.signature(_model_class(name)).parameters
+    return {key: p.default for key, p in params.items() if key != "vocab_sizes"}
+
+
+def build_model(name: str, vocab_sizes: dict[str, int], **hparams) -> CTRModel:
+    """Instantiate model ``name`` (case-insensitive) for the encoder's ``vocab_sizes``.
+
+    Unknown names or hyper-parameters raise :class:`ParamsError` naming them and the valid choices.
+    """
+    allowed = hyperparameters(name)
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ParamsError(f"model '{name}': unknown hyper-parameter(s) {unknown}; valid: {sorted(allowed)}")
+    model = _model_class(name)(vocab_sizes, **hparams)
+    # JSON-normalised (tuples -> lists) so a config read back from a checkpoint compares equal
+    sizes = {field: int(size) for field, size in vocab_sizes.items()}
+    model.build_config = json.loads(json.dumps({"name": name.lower(), "vocab_sizes": sizes, "hparams": hparams}))
+    return model
+
+
+def _model_class(name: str) -> type[CTRModel]:
+    try:
+        return MODELS[name.lower()]
+    except KeyError:
+        raise ParamsError(f"unknown CTR model '{name}'; choose one of {sorted(MODELS)}") from None
+
+
+__all__ = [
+    "DCN", "DNN", "FGCNN", "FM", "IPNN", "MODELS", "AutoInt", "CTRModel", "DCNv2", "DeepFM", "FiGNN", "XDeepFM",
+    "build_model", "hyperparameters",
+]

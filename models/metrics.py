@@ -1,0 +1,73 @@
+"""CTR metrics: AUC, LogLoss, RelaImpr and the long-tail segment AUCs of ClickPrompt's Table 6.
+
+All functions take plain arrays (numpy, lists, pandas); none needs torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+EPS = 1e-7
+SEGMENTS = {  # name -> (long-tail user?, long-tail item?)
+    "lt_user&lt_item": (True, True),
+    "head_user&lt_item": (False, True),
+    "lt_user&head_item": (True, False),
+    "head_user&head_item": (False, False),
+}
+
+
+def auc(y_true, y_score) -> float:
+    """Area under the ROC curve; NaN when ``y_true`` holds a single class (AUC is undefined)."""
+    y_true = np.asarray(y_true)
+    if y_true.size == 0 or np.unique(y_true).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y_true, np.asarray(y_score, dtype=np.float64)))
+
+
+def logloss(y_true, y_prob, eps: float = EPS) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [eps, 1 - eps]."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.clip(np.asarray(y_prob, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def relaimpr(auc_model: float, auc_base: float) -> float:
+    """Relative improvement as in ClickPrompt's tables: (AUC_model - AUC_base) / AUC_base (a fraction)."""
+    return (auc_model - auc_base) / auc_base
+
+
+def longtail_mask(train_counts: Mapping, entities, share: float = 0.2) -> np.ndarray:
+    """True for each of ``entities`` that is long-tail.
+
+    Long-tail = the least frequent entities whose training interactions together are at most
+    ``share`` of all training interactions. The cut is a count threshold (every entity with a count
+    <= t, t the largest such that those entities hold <= share of interactions), so entities with
+    equal counts are always on the same side. Entities absent from ``train_counts`` (never seen in
+    training) are long-tail.
+    """
+    counts = pd.Series(dict(train_counts.items()), dtype="int64")
+    head = counts.index[counts > _longtail_threshold(counts.to_numpy(), share)]
+    return ~pd.Index(pd.Series(entities, dtype=object)).isin(head)
+
+
+def _longtail_threshold(counts: np.ndarray, share: float) -> float:
+    """Largest count t such that entities with count <= t hold at most ``share`` of the total (-inf: none)."""
+    values, per_value = np.unique(counts, return_counts=True)
+    cumulative = np.cumsum(values * per_value)  # interactions held by entities with count <= value
+    within = values[cumulative <= share * counts.sum()]
+    return float(within[-1]) if within.size else float("-inf")
+
+
+def segment_aucs(y_true, y_score, longtail_user, longtail_item) -> dict[str, dict[str, float]]:
+    """AUC and row count per (long-tail user?) x (long-tail item?) segment, keyed as in ``SEGMENTS``."""
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score)
+    user, item = np.asarray(longtail_user, dtype=bool), np.asarray(longtail_item, dtype=bool)
+    result = {}
+    for name, (lt_user, lt_item) in SEGMENTS.items():
+        rows = (user == lt_user) & (item == lt_item)
+        result[name] = {"auc": auc(y_true[rows], y_score[rows]), "n": int(rows.sum())}
+    return result

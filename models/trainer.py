@@ -1,0 +1,411 @@
+"""Training CTR models: AdamW, validation AUC every epoch, early stopping, resumable checkpoints.
+
+Design choices, and why:
+
+* Batches are slices of pre-built tensors. Each epoch gathers the training tensors once in permuted
+  order, then every step takes contiguous views: no per-sample Dataset/DataLoader work, which on a
+  2-core CPU costs more than the small CTR models themselves (hence no ``num_workers`` option).
+* Reproducibility does not depend on saved RNG streams: epoch ``e``'s shuffle and dropout seeds are
+  derived from ``(seed, e)``. A run resumed after a kill at any epoch boundary therefore replays
+  exactly what the uninterrupted run would have done, on CPU bit for bit.
+* Checkpoint directory (every file written atomically, rank 0 only):
+  ``model.json`` (how to rebuild the model), ``model.safetensors`` (best weights so far),
+  ``state.pt`` (last epoch: weights, optimizer, counters, history — what resuming needs) and
+  ``history.json`` (the per-epoch metrics, for people).
+* Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DDP; each rank trains on the strided
+  shard ``perm[rank::world]`` of the epoch's permutation (padded like DistributedSampler so all
+  ranks take the same number of steps) with ``batch_size // world`` rows per step, so one global
+  step sees the same rows as a single-process step. Rank 0 evaluates, decides early stopping,
+  broadcasts its counters and history and writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from llm4ctr.atomic import atomic_file, write_text
+from llm4ctr.errors import DataError, ParamsError
+from models.ctr import CTRModel, build_model
+from models.metrics import auc, logloss
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG = "model.json"
+BEST_WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+HISTORY = "history.json"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and runtime settings (the ``train`` section of params.yaml).
+
+    ``batch_size`` is global: under DDP each of the W ranks takes ``batch_size // W`` rows per step.
+    ``amp``: mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); ignored on
+    CPU. ``num_threads``: CPU intra-op threads, 0 keeps torch's default. ``deterministic`` asks torch
+    for deterministic kernels (always true on CPU; on CUDA it trades some speed).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    eval_batch_size: int = 8192
+    max_epochs: int = 30
+    patience: int = 2
+    seed: int = 2024
+    device: str = "auto"
+    amp: bool = True
+    num_threads: int = 0
+    deterministic: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a params mapping (params.yaml's ``train`` section); unknown keys raise ParamsError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamsError(f"train: unknown setting(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values)
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ParamsError(f"train.device: expected one of {DEVICES}, got {self.device!r}")
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"train.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ParamsError(f"train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+
+
+@dataclass
+class FitResult:
+    """What training achieved: the best epoch by validation AUC and the full per-epoch history."""
+
+    best_epoch: int
+    best_auc: float
+    best_logloss: float
+    epochs: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- saving and loading models
+def save_model(model: CTRModel, directory: str | Path) -> None:
+    """Write ``model.json`` (name, vocab_sizes, hparams) and ``model.safetensors`` into ``directory``."""
+    directory = Path(directory)
+    write_text(directory / MODEL_CONFIG, json.dumps(_build_config(model), indent=2))
+    _save_weights(model, directory / BEST_WEIGHTS)
+
+
+def load_model(directory: str | Path, map_location: str = "cpu") -> CTRModel:
+    """Rebuild the model saved in ``directory`` (by :func:`save_model` or a Trainer), in eval mode."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
+        weights = load_file(directory / BEST_WEIGHTS, device=map_location)
+    except FileNotFoundError as exc:
+        raise DataError(f"{directory}: not a model checkpoint ({exc.filename} missing)") from None
+    model = build_model(config["name"], config["vocab_sizes"], **config["hparams"])
+    model.load_state_dict(weights)
+    return model.to(map_location).eval()
+
+
+def _build_config(model: nn.Module) -> dict:
+    try:
+        return model.build_config
+    except AttributeError:
+        raise TypeError("save needs a model made by models.ctr.build_model (it records name and hparams)") from None
+
+
+def _model_identity(model: nn.Module) -> dict:
+    """What a checkpoint records to refuse resuming into another model: the build config, else the class."""
+    return getattr(model, "build_config", None) or {"name": type(model).__qualname__}
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+# ---------------------------------------------------------------------- the trainer
+class Trainer:
+    """Fits one model; see the module docstring for batching, seeding, checkpoints and DDP.
+
+    Any ``nn.Module`` whose ``forward(batch)`` returns ``{"logit": [B]}`` (plus an optional scalar
+    ``"aux_loss"`` added to the BCE loss) can be trained; models from ``build_model`` also get a
+    ``model.json`` so that :func:`load_model` can rebuild them from the checkpoint directory.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None):
+        self.config = config or TrainConfig()
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = _resolve_device(self.config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.model = model.to(self.device)
+        use_amp = self.config.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+        self.is_main = self.rank == 0
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, train_arrays: dict[str, np.ndarray], valid_arrays: dict[str, np.ndarray],
+            ckpt_dir: str | Path, resume: bool = True) -> FitResult:
+        """Train until early stopping or ``max_epochs``; the model ends with the best weights.
+
+        With ``resume`` and a ``state.pt`` in ``ckpt_dir`` training continues after the last finished
+        epoch (a finished run returns at once); without ``resume`` an old state is discarded.
+        """
+        cfg = self.config
+        train = _to_tensors(train_arrays, "train", self.device)
+        valid = _to_tensors(valid_arrays, "valid", torch.device("cpu"))
+        if np.unique(valid_arrays["label"]).size < 2:
+            raise DataError("valid: labels hold a single class, so validation AUC is undefined")
+        if cfg.batch_size < self.world:
+            raise ParamsError(f"train.batch_size {cfg.batch_size} is smaller than the {self.world} DDP ranks")
+
+        owns_group = self._init_distributed()
+        try:
+            with _deterministic(cfg.deterministic):
+                state = self._fit(train, valid, Path(ckpt_dir), resume)
+        finally:
+            if owns_group:
+                dist.destroy_process_group()
+        return _result(state)
+
+    def _fit(self, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], ckpt_dir: Path,
+             resume: bool) -> dict:
+        """The epoch loop; returns the final state (rank 0's, on every rank)."""
+        cfg = self.config
+        net = self._wrap()
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        state = self._start_state(ckpt_dir, resume, optimizer, scaler)
+        epochs = range(state["epoch"] + 1, cfg.max_epochs + 1)
+        bar = tqdm(epochs, desc="epochs", disable=not (cfg.progress and self.is_main), initial=state["epoch"],
+                   total=cfg.max_epochs)
+        for epoch in bar:
+            if state["stopped_early"]:
+                break
+            started = time.perf_counter()
+            loss = self._train_epoch(net, optimizer, scaler, train, epoch)
+            if self.is_main:
+                self._end_epoch(state, epoch, loss, valid, time.perf_counter() - started, optimizer, scaler,
+                                ckpt_dir)
+                bar.set_postfix(auc=f"{state['history'][-1]['valid_auc']:.4f}", best=f"{state['best_auc']:.4f}")
+            state = self._sync(state)
+        bar.close()
+        self._barrier()
+        self.model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS, device=str(self.device)))
+        return state
+
+    @torch.inference_mode()
+    def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Click probabilities for every row of ``arrays`` (labels, if present, are ignored)."""
+        tensors = _to_tensors(arrays, "predict", torch.device("cpu"), need_label=False)
+        return self._predict_tensors(tensors)
+
+    def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """AUC and LogLoss of the current model on labelled ``arrays``."""
+        probs = self.predict(arrays)
+        return {"auc": auc(arrays["label"], probs), "logloss": logloss(arrays["label"], probs)}
+
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self, net: nn.Module, optimizer, scaler, train: dict[str, torch.Tensor], epoch: int) -> float:
+        """One pass over this rank's shard of the epoch permutation; returns the mean training loss."""
+        cfg = self.config
+        torch.manual_seed(_derive_seed(cfg.seed, epoch, 1, self.rank))  # dropout and friends
+        rows = _epoch_rows(len(train["label"]), cfg.seed, epoch, self.rank, self.world).to(self.device)
+        shuffled = {k: v.index_select(0, rows) for k, v in train.items()}
+        step = cfg.batch_size // self.world
+        net.train()
+        total = torch.zeros((), device=self.device)
+        starts = range(0, len(rows), step)
+        for start in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and self.is_main)):
+            batch = {k: v[start:start + step] for k, v in shuffled.items()}
+            with self._autocast():
+                out = net(batch)
+                loss = F.binary_cross_entropy_with_logits(out["logit"].float(), batch["label"])
+                if "aux_loss" in out:
+                    loss = loss + out["aux_loss"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach() * len(batch["label"])
+        return float(total) / len(rows)
+
+    def _end_epoch(self, state: dict, epoch: int, train_loss: float, valid: dict[str, torch.Tensor], seconds: float,
+                   optimizer, scaler, ckpt_dir: Path) -> None:
+        """Rank 0: evaluate, update early-stopping counters, write checkpoints (best first, then state)."""
+        probs = self._predict_tensors(valid)
+        labels = valid["label"].numpy()
+        row = {"epoch": epoch, "train_loss": train_loss, "valid_auc": auc(labels, probs),
+               "valid_logloss": logloss(labels, probs), "seconds": round(seconds, 3)}
+        state["history"].append(row)
+        if row["valid_auc"] > state["best_auc"]:
+            state.update(best_auc=row["valid_auc"], best_logloss=row["valid_logloss"], best_epoch=epoch, bad_epochs=0)
+            _save_weights(self.model, ckpt_dir / BEST_WEIGHTS)
+        else:
+            state["bad_epochs"] += 1
+        state["stopped_early"] = state["bad_epochs"] >= self.config.patience
+        state["epoch"] = epoch
+        self._write_state(ckpt_dir, state, optimizer, scaler)
+        log.info("epoch %d: train loss %.5f, valid AUC %.5f, logloss %.5f (%.1fs)", epoch, train_loss,
+                 row["valid_auc"], row["valid_logloss"], seconds)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _start_state(self, ckpt_dir: Path, resume: bool, optimizer, scaler) -> dict:
+        """Load the saved state when resuming (weights and optimizer too), else start fresh."""
+        config = _model_identity(self.model)
+        path = ckpt_dir / STATE
+        if resume and path.exists():
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            if saved["model_config"] != config:
+                raise ParamsError(f"{path}: checkpoint was written for model {saved['model_config']['name']} with "
+                                  "other hyper-parameters or vocabularies; delete it or train with resume=False")
+            self.model.load_state_dict(saved.pop("model"))
+            optimizer.load_state_dict(saved.pop("optimizer"))
+            scaler.load_state_dict(saved.pop("scaler"))
+            log.info("resuming %s after epoch %d", ckpt_dir, saved["epoch"])
+            return saved
+        self._barrier()  # nobody may still be reading an old state we are about to replace
+        if self.is_main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            for name in (STATE, BEST_WEIGHTS, HISTORY, MODEL_CONFIG):
+                (ckpt_dir / name).unlink(missing_ok=True)
+            if hasattr(self.model, "build_config"):
+                write_text(ckpt_dir / MODEL_CONFIG, json.dumps(config, indent=2))
+        return {"model_config": config, "epoch": 0, "best_auc": float("-inf"), "best_logloss": float("nan"),
+                "best_epoch": 0, "bad_epochs": 0, "stopped_early": False, "history": []}
+
+    def _write_state(self, ckpt_dir: Path, state: dict, optimizer, scaler) -> None:
+        """Persist everything resuming needs; ``state.pt`` is replaced atomically."""
+        payload = {**state, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                   "train_config": asdict(self.config)}
+        with atomic_file(ckpt_dir / STATE) as tmp:
+            torch.save(payload, tmp)
+        write_text(ckpt_dir / HISTORY, json.dumps(state["history"], indent=2))
+
+    # ------------------------------------------------------------------ helpers
+    @torch.inference_mode()
+    def _predict_tensors(self, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+        self.model.eval()
+        n = len(next(iter(tensors.values())))
+        size = self.config.eval_batch_size
+        chunks = []
+        for start in range(0, n, size):
+            batch = {k: v[start:start + size].to(self.device, non_blocking=True) for k, v in tensors.items()}
+            with self._autocast():
+                chunks.append(torch.sigmoid(self.model(batch)["logit"].float()).cpu())
+        return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros(0)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _init_distributed(self) -> bool:
+        """Join the torchrun process group if there is one to join; True when this call created it."""
+        if self.world <= 1 or dist.is_initialized():
+            return False
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+        return True
+
+    def _wrap(self) -> nn.Module:
+        if self.world <= 1:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # buffers are constants (index tables) or BatchNorm statistics; rank 0's are the ones saved
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+
+    def _sync(self, state: dict) -> dict:
+        """Every rank takes rank 0's counters and history (so all stop together and return one result)."""
+        if self.world <= 1:
+            return state
+        box = [state if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+
+@contextmanager
+def _deterministic(enabled: bool):
+    """Ask torch for deterministic kernels while training, then restore the caller's setting."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def _to_tensors(arrays: dict[str, np.ndarray], what: str, device: torch.device,
+                need_label: bool = True) -> dict[str, torch.Tensor]:
+    """Field arrays -> int64 tensors, ``dense``/``label`` -> float32, all on ``device``; checks lengths."""
+    if need_label and "label" not in arrays:
+        raise DataError(f"{what}: arrays have no 'label' (got {sorted(arrays)})")
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{what}: arrays differ in length: {lengths}")
+    tensors = {}
+    for key, value in arrays.items():
+        if key == "label" and not need_label:
+            continue
+        dtype = torch.float32 if key in ("label", "dense") else torch.int64
+        tensors[key] = torch.as_tensor(np.asarray(value), dtype=dtype).to(device)
+    return tensors
+
+
+def _derive_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (seed, epoch, purpose, rank)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def _epoch_rows(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's rows for ``epoch``: a seeded permutation, padded by wrap-around to a multiple of
+    ``world`` (as DistributedSampler does), then strided ``perm[rank::world]``."""
+    generator = torch.Generator().manual_seed(_derive_seed(seed, epoch, 0))
+    perm = torch.randperm(n, generator=generator)
+    padding = (-n) % world
+    if padding:
+        perm = torch.cat([perm, perm[:padding]])
+    return perm[rank::world]
+
+
+def _result(state: dict) -> FitResult:
+    return FitResult(best_epoch=state["best_epoch"], best_auc=state["best_auc"], best_logloss=state["best_logloss"],
+                     epochs=state["epoch"], stopped_early=state["stopped_early"], history=list(state["history"]))
