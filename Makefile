@@ -1,7 +1,9 @@
 # llm4ctr: every target bootstraps .venv when missing (pinned dependencies, torch 2.13.0 CPU).
 #   make run    fetch ML-100K, `dvc repro` the default pipeline, print the summary table
+#               (PROFILE=paper: ML-1M, larger PLM/LLM, GPU; profiles/*.yaml, run as a `dvc exp run`)
 #   make test   the test suite (fast; slow/network tests: make test-slow)
 #   make ui     Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
+#   make serve  the CTR service (BentoML) on 127.0.0.1:$(PORT), PORT=3000 by default
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,9 +22,10 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test test-slow ui lock clean-artifacts
+.PHONY: venv run test test-slow ui serve lock clean-artifacts bench-fuxictr
 
 $(BIN)/.installed: pyproject.toml requirements.lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,11 +42,12 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 run: venv
 	@start=$$(date +%s); \
-	llm4ctr fetch && \
+	args=$$( [ "$(PROFILE)" = default ] || llm4ctr profile $(PROFILE) ) || exit 2; \
+	eval llm4ctr fetch $$args && \
 	dvc add -q data && \
-	dvc repro && \
+	if [ -z "$$args" ]; then dvc repro; else eval dvc exp run $$args; fi && \
 	llm4ctr summary && \
-	echo "make run: $$(( $$(date +%s) - start )) s wall time"
+	echo "make run ($(PROFILE) profile): $$(( $$(date +%s) - start )) s wall time"
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -54,9 +58,25 @@ test-slow: venv
 ui: venv $(DAGSTER_HOME)/dagster.yaml
 	dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
+# the CTR service on 127.0.0.1:$(PORT); the bento stage must have registered a model (llm4ctr stage bento)
+serve: venv
+	bentoml serve serving.service:CTRService --host 127.0.0.1 --port $(PORT)
+
 lock: venv
 	{ head -2 requirements.lock.txt; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock.txt
+
+# FuxiCTR comparison (bench/bench_fuxictr.py): FuxiCTR's pins clash with ours, so it gets its own venv
+FUXICTR_VENV := bench/.venv-fuxictr
+$(FUXICTR_VENV)/.installed: bench/requirements-fuxictr.txt
+	test -x $(FUXICTR_VENV)/bin/python || $(PYTHON) -m venv $(FUXICTR_VENV)
+	$(FUXICTR_VENV)/bin/python -m pip install -q --disable-pip-version-check $(FIND_LINKS) \
+		-r bench/requirements-fuxictr.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(FUXICTR_VENV)/bin/python -c "import fuxictr.pytorch.models, torch; assert torch.__version__.startswith('2.13.0')"
+	touch $@
+
+bench-fuxictr: venv $(FUXICTR_VENV)/.installed
+	nice -n 5 $(BIN)/python bench/bench_fuxictr.py $(BENCH_ARGS)
 
 clean-artifacts:
 	rm -rf artifacts

@@ -55,6 +55,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}-", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other file
     try:
         yield tmp
     except BaseException:

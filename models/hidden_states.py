@@ -10,7 +10,7 @@ sorted by token length and cut into batches, so padding is minimal. Pooling:
 
 Storage is content-addressed. Every text has a key, sha256 of (namespace, template id, text), where
 the namespace hashes the model fingerprint, pooling, max length and compute dtype. States go to
-safetensors shards of at most about ``shard_size`` rows (flushed as they fill, so memory stays
+safetensors shards of about ``shard_size`` rows (written as they fill, so memory stays
 bounded), each shard naming its keys in its header; ``manifest.json`` maps key -> (shard, row, token
 count). Hence:
 
@@ -34,8 +34,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from llm4ctr.atomic import atomic_file, write_text
@@ -212,8 +214,8 @@ def process_group() -> Iterator[tuple[int, int, Callable[[], None]]]:
     import torch.distributed as dist
 
     created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo")
+    if created:  # ranks wait for each other at barriers: allow for long, unevenly loaded runs
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
     try:
         yield dist.get_rank(), dist.get_world_size(), dist.barrier
     finally:
@@ -232,32 +234,38 @@ def load(encoder: Encoder, device: torch.device, dtype: str):
     return tokenizer, model
 
 
-def tokenize(tokenizer, texts: list[str], encoder: Encoder) -> tuple[list[list[int]], list[int]]:
-    """Token ids cut to ``max_length`` (left for last_token, right for mean) and untruncated lengths."""
-    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    lengths = [len(x) for x in ids]
-    long = [i for i, n in enumerate(lengths) if n > encoder.max_length]
-    if long:
-        tokenizer.truncation_side = "left" if encoder.pooling == "last_token" else "right"
-        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=encoder.max_length)
-        for i, row in zip(long, cut["input_ids"]):
-            ids[i] = row
+def tokenize(tokenizer, texts: list[str], encoder: Encoder, chunk: int = 4096) -> tuple[list[np.ndarray], list[int]]:
+    """Token ids (int32 arrays) cut to ``max_length``, left for last_token and right for mean, and the
+    untruncated lengths. Tokenized ``chunk`` texts at a time: Python int lists would cost ~36 B a token."""
+    tokenizer.truncation_side = "left" if encoder.pooling == "last_token" else "right"
+    ids: list[np.ndarray] = []
+    lengths: list[int] = []
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        full = tokenizer(part, add_special_tokens=True)["input_ids"]
+        lengths += [len(x) for x in full]
+        long = [i for i, x in enumerate(full) if len(x) > encoder.max_length]
+        if long:
+            cut = tokenizer([part[i] for i in long], add_special_tokens=True, truncation=True, max_length=encoder.max_length)
+            for i, row in zip(long, cut["input_ids"]):
+                full[i] = row
+        ids += [np.asarray(x, dtype=np.int32) for x in full]
     return ids, lengths
 
 
-def batches(ids: list[list[int]], keys: list[str], batch_size: int) -> list[list[int]]:
+def batches(ids: list[np.ndarray], keys: list[str], batch_size: int) -> list[list[int]]:
     """Indices into ``ids`` in batches of similar length: longest first (a too-large batch fails at once)."""
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), keys[i]))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def forward(model, rows: list[list[int]], pad_id: int, pooling: str, device: torch.device) -> torch.Tensor:
-    """Pooled fp32 states (on the CPU) of one right-padded batch of token id lists."""
+def forward(model, rows: list[np.ndarray], pad_id: int, pooling: str, device: torch.device) -> torch.Tensor:
+    """Pooled fp32 states (on the CPU) of one right-padded batch of token id arrays."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
+        input_ids[i, : len(row)] = torch.from_numpy(row)
         mask[i, : len(row)] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
     hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
@@ -309,7 +317,7 @@ def cache_states(
 
 
 def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, progress) -> None:
-    """Compute this rank's share of ``texts``, flushing a shard whenever ``shard_size`` rows are buffered."""
+    """Compute this rank's share of ``texts``, writing a shard whenever ``shard_size`` rows are buffered."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -319,28 +327,20 @@ def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, p
     mine = batches(ids, keys, batch_size)[run.rank :: run.world]
     run.load_seconds = time.perf_counter() - started
     tag = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-r{run.rank:03d}"  # unique per run and rank
-    buffer: list[tuple[list[int], torch.Tensor]] = []
-    buffered, written = 0, 0
-
-    def flush() -> None:
-        nonlocal buffer, buffered, written
-        if buffer:
-            rows = [i for idx, _ in buffer for i in idx]
-            states = torch.cat([s for _, s in buffer])
-            store.write_shard(f"shard-{tag}-{written:05d}.safetensors", [keys[i] for i in rows], states, [lengths[i] for i in rows])
-            written += 1
-        buffer, buffered = [], 0
-
+    rows: list[int] = []
+    states: list[torch.Tensor] = []
     started = time.perf_counter()
+    bar = tqdm(mine, desc=f"hidden states ({encoder.pooling})", unit="batch", disable=not progress or run.rank != 0)
     with torch.inference_mode():
-        for batch in tqdm(mine, desc=f"hidden states ({encoder.pooling})", unit="batch", disable=not progress or run.rank != 0):
-            buffer.append((batch, forward(model, [ids[i] for i in batch], pad_id, encoder.pooling, device)))
-            buffered += len(batch)
+        for position, batch in enumerate(bar):
+            states.append(forward(model, [ids[i] for i in batch], pad_id, encoder.pooling, device))
+            rows += batch
             run.computed_here += len(batch)
             run.tokens_here += sum(len(ids[i]) for i in batch)
-            if buffered >= shard_size:
-                flush()
-        flush()
+            if len(rows) >= shard_size or position == len(mine) - 1:
+                name = f"shard-{tag}-{position:05d}.safetensors"
+                store.write_shard(name, [keys[i] for i in rows], torch.cat(states), [lengths[i] for i in rows])
+                rows, states = [], []
     run.compute_seconds = time.perf_counter() - started
 
 

@@ -74,6 +74,9 @@ def stage(
     params_file: ParamsOpt = Path(PARAMS_FILE),
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
+    item: Annotated[
+        Optional[str], typer.Option("--item", help="for fan-out stages (e.g. train): one item; default: all")
+    ] = None,
 ) -> None:
     """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
     from assets.registry import get_stage
@@ -83,10 +86,14 @@ def stage(
     except KeyError as exc:
         raise Llm4ctrError(exc.args[0]) from None
     params = _params(params_file, set_, dataset)
-    start = time.perf_counter()
-    metadata = spec.resolve()(params, Path.cwd())
-    shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
-    typer.echo(f"stage {name} done in {time.perf_counter() - start:.1f}s: {json.dumps(shown, default=str)}")
+    if item and not spec.foreach:
+        raise Llm4ctrError(f"stage '{name}' does not fan out; drop --item")
+    for one in [item] if item else spec.items(params):
+        start = time.perf_counter()
+        metadata = spec.resolve()(params, Path.cwd(), **({"item": one} if one else {}))
+        shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
+        label = f"{name}@{one}" if one else name
+        typer.echo(f"stage {label} done in {time.perf_counter() - start:.1f}s: {json.dumps(shown, default=str)}")
 
 
 @app.command()
@@ -127,6 +134,27 @@ def summary(
 
     params = _params(params_file, set_, dataset)
     typer.echo(summary_table(Path.cwd(), params))
+
+
+@app.command()
+def profile(
+    name: Annotated[str, typer.Argument(help="profile name: a file profiles/NAME.yaml of dotted overrides")],
+) -> None:
+    """Print a profile's overrides as `-S key=value` arguments (for `dvc exp run` and `llm4ctr fetch`)."""
+    import shlex
+
+    import yaml
+
+    path = Path.cwd() / "profiles" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
+        raise Llm4ctrError(f"{path}: no such profile (known: {known})")
+    overrides = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(overrides, dict):
+        raise Llm4ctrError(f"{path}: expected a mapping of dotted keys to values")
+    load_params(PARAMS_FILE, overrides)  # fails early, naming the key, if a path is not a mapping
+    args = [f"-S {shlex.quote(f'{k}={json.dumps(v) if not isinstance(v, str) else v}')}" for k, v in overrides.items()]
+    typer.echo(" ".join(args))
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ from typing import Any
 import dagster as dg
 
 import orchestration  # noqa: F401  (telemetry off, offline hub)
-from assets.registry import STAGES, Stage, upstream
+from assets.registry import STAGES, Stage, instance_edges
 from llm4ctr.params import PARAMS_FILE, Params, load_params
+from orchestration.monitoring import drift_check, drift_sensor
 
 DATASETS = ["ml-100k", "ml-1m", "bookcrossing", "amazon"]
 datasets = dg.StaticPartitionsDefinition(DATASETS)
@@ -48,20 +49,26 @@ def to_metadata(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stage_asset(stage: Stage) -> dg.AssetsDefinition:
-    """A partitioned asset that runs ``stage`` for the partition's dataset."""
+def asset_key(stage: str, item: str | None) -> dg.AssetKey:
+    """``ingest`` for plain stages, ``train/dcnv2`` for an instance of a fan-out stage."""
+    return dg.AssetKey([stage, item] if item else [stage])
+
+
+def stage_asset(stage: Stage, item: str | None, upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    """A partitioned asset that runs ``stage`` (for ``item``) on the partition's dataset."""
 
     @dg.asset(
-        name=stage.name,
+        key=asset_key(stage.name, item),
         description=stage.description,
-        deps=upstream(stage),
+        deps=upstream,
         partitions_def=datasets,
-        group_name="pipeline",
+        group_name=stage.name if item else "pipeline",
         kinds={"python"},
     )
     def _asset(context: dg.AssetExecutionContext, project: Project) -> dg.MaterializeResult:
         params = project.params(context.partition_key)
-        return dg.MaterializeResult(metadata=to_metadata(stage.resolve()(params, Path(project.root))))
+        metadata = stage.resolve()(params, Path(project.root), **({"item": item} if item else {}))
+        return dg.MaterializeResult(metadata=to_metadata(metadata))
 
     return _asset
 
@@ -69,7 +76,7 @@ def stage_asset(stage: Stage) -> dg.AssetsDefinition:
 def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
     """A blocking check that re-runs the stage's GX suites on its written outputs."""
 
-    @dg.asset_check(asset=stage.name, name=f"{stage.name}_gx_suite", blocking=True, description=f"Great Expectations suites of `{stage.name}`")
+    @dg.asset_check(asset=asset_key(stage.name, None), name=f"{stage.name}_gx_suite", blocking=True, description=f"Great Expectations suites of `{stage.name}`")
     def _check(context: dg.AssetCheckExecutionContext, project: Project) -> dg.AssetCheckResult:
         dataset = context.run.tags.get("dagster/partition") or project.default_dataset()
         report = stage.resolve("check")(project.params(dataset), Path(project.root))
@@ -81,8 +88,18 @@ def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
     return _check
 
 
+def build_assets(params: Params) -> list[dg.AssetsDefinition]:
+    """One asset per stage instance (fan-out stages expand over their params list), edges from paths."""
+    by_name = {s.name: s for s in STAGES}
+    return [
+        stage_asset(by_name[name], item, [asset_key(*up) for up in ups])
+        for (name, item), ups in instance_edges(params).items()
+    ]
+
+
 defs = dg.Definitions(
-    assets=[stage_asset(s) for s in STAGES],
-    asset_checks=[stage_check(s) for s in STAGES if s.check],
+    assets=build_assets(load_params(PARAMS_FILE)),
+    asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
+    sensors=[drift_sensor(DATASETS)],
     resources={"project": Project()},
 )

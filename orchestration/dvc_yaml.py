@@ -11,33 +11,45 @@ from pathlib import Path
 
 import yaml
 
-from assets.registry import DATASET, STAGES, Stage
+from assets.registry import DATASET, ITEM, STAGES, Stage
 
 HEADER = (
     "# GENERATED from assets/registry.py by `llm4ctr dvc-yaml`; do not edit by hand.\n"
     "# tests/test_pipeline_graph.py fails when this file and the registry disagree.\n"
 )
 DVC_DATASET = "${data.name}"
+DVC_ITEM = "${item}"
+# `dvc plots show`: one series per model file in each folder the evaluate stage writes
+PLOTS = [
+    {f"artifacts/evaluate/{DVC_DATASET}/roc": {"x": "fpr", "y": "tpr", "template": "simple", "title": "ROC (test)"}},
+    {f"artifacts/evaluate/{DVC_DATASET}/calibration": {
+        "x": "predicted", "y": "observed", "template": "simple", "title": "Calibration (test)"}},
+]
 
 
 def _dvc_path(path: str) -> str:
-    return path.replace(DATASET, DVC_DATASET)
+    return path.replace(DATASET, DVC_DATASET).replace(ITEM, DVC_ITEM)
 
 
 def stage_entry(stage: Stage) -> dict:
-    """The dvc.yaml entry of one registry stage."""
-    return {
+    """The dvc.yaml entry of one registry stage (a ``foreach`` block for fan-out stages)."""
+    entry = {
         "desc": stage.description,
-        "cmd": f"llm4ctr stage {stage.name}",
+        "cmd": f"llm4ctr stage {stage.name}" + (f" --item {DVC_ITEM}" if stage.foreach else ""),
         "deps": [_dvc_path(p) for p in (*stage.deps, *stage.code)],
         "params": list(stage.params),
         "outs": [{_dvc_path(p): {"persist": True}} for p in stage.outs],
     }
+    if stage.metrics:
+        entry["metrics"] = [{_dvc_path(p): {"cache": False}} for p in stage.metrics]
+    if stage.foreach:
+        return {"foreach": f"${{{stage.foreach}}}", "do": entry}
+    return entry
 
 
 def render() -> str:
     """The full text of dvc.yaml."""
-    doc = {"stages": {stage.name: stage_entry(stage) for stage in STAGES}}
+    doc = {"stages": {stage.name: stage_entry(stage) for stage in STAGES}, "plots": PLOTS}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 

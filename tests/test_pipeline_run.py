@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fixtures_raw import ML_ITEMS, ML_USERS, tree_bytes, write_ml100k_atomic
 
@@ -40,18 +41,28 @@ def _sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return out
 
 
+def shrink_params(path: Path) -> None:
+    """Two zoo models, one seed, two epochs: a small DAG on the generated data."""
+    from llm4ctr.params import load_params
+
+    params = dict(load_params(path, {"ctr.models": ["fm", "dcnv2"], "train.seeds": [1], "train.max_epochs": 2,
+                                     "train.progress": False, "evaluate.base_model": "fm"}))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A git+dvc copy of the project's tracked files with a generated ml-100k under data/."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(  # the project's files as a fresh clone (plus not-yet-committed ones) has them
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
     for rel in files:
         if (ROOT / rel).is_file():
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
-    for rel in ("assets", "orchestration", "llm4ctr", "models"):  # code deps of dvc.yaml, tracked or not yet
-        if (ROOT / rel).is_dir():
-            shutil.copytree(ROOT / rel, tmp_path / rel, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "data.dvc").unlink(missing_ok=True)
+    shrink_params(tmp_path / "params.yaml")
     write_ml100k_atomic(tmp_path / "data" / "ml-100k", generated_ratings())
     _sh("git", "init", "-q", cwd=tmp_path)
     _sh("dvc", "add", "-q", "data", cwd=tmp_path)
@@ -60,33 +71,40 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The data stages through `dvc repro`; the model stages run in process in test_train_evaluate.py (the
+# LLM stages need real weights, which the slow tests fetch).
+TARGET = "features"
+
+
 def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Path):
-    first = _sh("dvc", "repro", cwd=project)
-    assert "Running stage 'ingest'" in first.stdout and "Running stage 'split'" in first.stdout
+    first = _sh("dvc", "repro", TARGET, cwd=project)
+    for stage in ("ingest", "split", "features"):
+        assert f"Running stage '{stage}'" in first.stdout
     split_dir = project / "artifacts" / "split" / "ml-100k"
     assert sorted(p.name for p in split_dir.iterdir()) == [
         "gx_result.json", "summary.json", "test.parquet", "train.parquet", "valid.parquet",
     ]
-    second = _sh("dvc", "repro", cwd=project)
+    second = _sh("dvc", "repro", TARGET, cwd=project)
     assert "Running stage" not in second.stdout
-    assert "up to date" in _sh("dvc", "status", cwd=project).stdout
+    assert "up to date" in _sh("dvc", "status", TARGET, cwd=project).stdout
 
     good = tree_bytes(project / "artifacts")
     inter = project / "data" / "ml-100k" / "ml-100k.inter"
     inter.write_text(inter.read_text().replace("\t3\t", "\tthree\t", 1))
     _sh("dvc", "add", "-q", "data", cwd=project)
-    bad = _sh("dvc", "repro", cwd=project, check=False)
+    bad = _sh("dvc", "repro", TARGET, cwd=project, check=False)
     assert bad.returncode != 0
     assert "ml-100k.inter" in bad.stderr and "three" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert tree_bytes(project / "artifacts") == good  # previous good outputs intact, nothing partial
 
 
-def test_split_param_change_reruns_only_split(project: Path):
-    _sh("dvc", "repro", cwd=project)
+def test_split_param_change_reruns_split_and_downstream_only(project: Path):
+    _sh("dvc", "repro", TARGET, cwd=project)
     ingest_before = tree_bytes(project / "artifacts" / "ingest")
-    out = _sh("dvc", "exp", "run", "-S", "split.method=user_time", cwd=project)
-    assert "Running stage 'split'" in out.stdout and "Running stage 'ingest'" not in out.stdout
+    out = _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=project)
+    assert "Running stage 'split'" in out.stdout and "Running stage 'features'" in out.stdout
+    assert "Running stage 'ingest'" not in out.stdout
     assert tree_bytes(project / "artifacts" / "ingest") == ingest_before
 
 

@@ -1,0 +1,312 @@
+"""Stages `clickprompt_pretrain` and `clickprompt`: ClickPrompt's PA-MLM pre-training and finetuning.
+
+`clickprompt_pretrain` (one instance per ``clickprompt.pretrain.variants``) trains the CTR model, the
+prompt generator and the PLM jointly with PA-MLM on the training texts and writes a ClickPrompt
+checkpoint (models/clickprompt/network.py layout) to artifacts/clickprompt_pretrain/<ds>/<variant>/:
+
+    layerwise   K prompts per layer as key/value prefixes (ClickPrompt)
+    input       K prompts at the input layer only (for the "w/o layer-wise" ablation)
+    plain       no prompts, plain MLM on the texts (for the "w/o prompt" ablation)
+
+`clickprompt` (one instance per ``clickprompt.finetune.variants``) finetunes on the CTR label and
+writes artifacts/clickprompt/<ds>/<variant>/ in the layout of docs/CONTRACTS.md:
+
+    clickprompt_wo_plm        CTR model alone from the `layerwise` checkpoint; train.seeds; a zoo checkpoint
+    clickprompt_with_plm      CTR model + prompted PLM from `layerwise`
+    clickprompt_wo_prompt     late fusion of CTR model and PLM without prompts, from `plain`
+    clickprompt_wo_pretrain   ClickPrompt with PLM straight from the public weights (no PA-MLM)
+    clickprompt_wo_both       late fusion, no PA-MLM
+    clickprompt_wo_layerwise  input-layer prompts, from `input`
+    ctr_same_budget           the CTR model alone from scratch, trained on exactly the rows and settings of
+                              the with-PLM variants: their RelaImpr base when those run on a subsample
+
+Texts come from artifacts/text/<ds>/ when the text stage has run, else they are made on the fly
+with :func:`assets.text.textualize`. Budgets (the short default profile; null = the full split):
+``clickprompt.pretrain.rows`` seeded training rows for PA-MLM; ``clickprompt.finetune.rows`` and
+``valid_rows`` the training and early-stopping validation rows of everything that runs the PLM in
+finetuning (and of ``ctr_same_budget``). The with-PLM variants' valid predictions cover those
+validation rows only (``row`` says which); the CTR-only path from PA-MLM always trains on the full
+split, and test is always scored in full.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assets.features import load_encoded
+from assets.runs import PREDICTIONS, SUMMARY, fit_summary, predictions_frame, seeds, train_config, work_dir, write_variant
+from assets.split import SPLITS
+from assets.tables import write_json, write_table
+from assets.train import model_hparams
+from llm4ctr.atomic import atomic_dir, atomic_file, write_text
+from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.params import Params
+from llm4ctr.paths import artifact_dir
+
+PRETRAIN_STAGE = "clickprompt_pretrain"
+STAGE = "clickprompt"
+PRETRAIN_KEYS = ("data.name", "features", "ctr", "clickprompt.plm", "clickprompt.ctr_model", "clickprompt.num_prompts",
+                 "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain")
+FINETUNE_KEYS = (*PRETRAIN_KEYS, "train", "clickprompt.finetune")
+PRETRAIN_ONLY = ("variants", "mask_probability", "rows")  # pretrain keys that are not PretrainConfig settings
+PRETRAIN_MODES = {"layerwise": "layerwise", "input": "input", "plain": None}  # variant -> prompt mode (None: K=0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A finetuning variant: which PA-MLM checkpoint it starts from (None: public weights), with or
+    without the PLM, and its prompts (mode None: no prompts)."""
+
+    pretrained: str | None
+    with_plm: bool
+    mode: str | None = "layerwise"
+
+
+VARIANTS = {
+    "clickprompt_wo_plm": Variant("layerwise", with_plm=False),
+    "clickprompt_with_plm": Variant("layerwise", with_plm=True),
+    "clickprompt_wo_prompt": Variant("plain", with_plm=True, mode=None),
+    "clickprompt_wo_pretrain": Variant(None, with_plm=True),
+    "clickprompt_wo_both": Variant(None, with_plm=True, mode=None),
+    "clickprompt_wo_layerwise": Variant("input", with_plm=True, mode="input"),
+    "ctr_same_budget": Variant(None, with_plm=False, mode=None),
+}
+
+
+# ---------------------------------------------------------------------- inputs
+def texts(params: Params, root: Path, dataset: str) -> dict[str, pd.Series]:
+    """The ClickPrompt text of every row of each split, in split-file order."""
+    folder = artifact_dir(root, "text", dataset)
+    if all((folder / f"{name}.parquet").is_file() for name in SPLITS):
+        return {name: pd.read_parquet(folder / f"{name}.parquet", columns=["text"])["text"] for name in SPLITS}
+    from assets.prompts import load_config
+    from assets.split import load_splits
+    from assets.text import textualize
+
+    config = load_config(params, root)
+    return {name: textualize(frame, config) for name, frame in load_splits(root, dataset).items()}
+
+
+def subsample(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices: all ``n`` rows when ``size`` is None or >= n, else a seeded sample of ``size``."""
+    if size is None or int(size) >= n:
+        return np.arange(n)
+    if int(size) < 1:
+        raise ParamsError(f"clickprompt: a row budget must be a positive integer or null, got {size!r}")
+    return np.sort(np.random.default_rng(seed).choice(n, int(size), replace=False))
+
+
+def text_arrays(arrays: dict[str, np.ndarray], text: pd.Series, rows: np.ndarray, tokenizer,
+                max_length: int) -> dict[str, np.ndarray]:
+    """The encoded ID fields of ``rows`` plus their tokenized texts."""
+    from models.clickprompt import tokenize
+
+    if len(text) != len(arrays["label"]):
+        raise DataError(f"texts ({len(text)} rows) and encoded features ({len(arrays['label'])} rows) differ; "
+                        "re-run the text and features stages on the same split")
+    return {**{k: v[rows] for k, v in arrays.items()}, **tokenize(text.iloc[rows].tolist(), tokenizer, max_length)}
+
+
+def _plm(params: Params) -> str:
+    from assets.pretrained import resolve
+
+    return resolve(str(params.get_path("clickprompt.plm")))
+
+
+def _ctr(params: Params, vocab_sizes: dict[str, int]):
+    from models.ctr import build_model
+
+    name = params.get_path("clickprompt.ctr_model")
+    return build_model(name, vocab_sizes, **model_hparams(params, name))
+
+
+def _settings(params: Params, key: str, drop: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in dict(params.get_path(key)).items() if k not in drop}
+
+
+def _item(item: str, known, key: str) -> None:
+    if item not in known:
+        raise ParamsError(f"{key}: unknown variant '{item}'; choose from {sorted(known)}")
+
+
+# ---------------------------------------------------------------------- stage clickprompt_pretrain
+def pretrain_digest(params: Params) -> str:
+    """What a PA-MLM run depends on (its resumable work dir is keyed by it): every pretrain key except
+    the runtime ones (threads, progress, checkpoint interval, ``stop_at``), so a paused run continues."""
+    from models.clickprompt.pretrain import RUNTIME
+
+    keys = [k for k in PRETRAIN_KEYS if k != "clickprompt.pretrain"]
+    keys += [f"clickprompt.pretrain.{k}" for k in params.get_path("clickprompt.pretrain") if k not in RUNTIME]
+    return params.digest(keys)
+
+
+def pretrain(params: Params, root: Path, item: str) -> dict[str, Any]:
+    """PA-MLM for pretrain variant ``item`` (resumable); writes the ClickPrompt checkpoint."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from models.clickprompt import PAMLM, ClickPromptNet, PretrainConfig, load_masked_lm
+    from models.clickprompt import pretrain as run_pretrain
+
+    _item(item, PRETRAIN_MODES, "clickprompt.pretrain.variants")
+    dataset = params.get_path("data.name")
+    config = PretrainConfig.from_dict(_settings(params, "clickprompt.pretrain", PRETRAIN_ONLY))
+    encoder, arrays = load_encoded(root, dataset)
+    plm = _plm(params)
+    tokenizer = AutoTokenizer.from_pretrained(plm)
+    rows = subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.pretrain.rows"),
+                     int(params.get_path("clickprompt.subsample_seed")))
+    data = text_arrays(arrays["train"], texts(params, root, dataset)["train"], rows, tokenizer,
+                       int(params.get_path("clickprompt.max_length")))
+    data.pop("label")  # PA-MLM sees no CTR label
+
+    torch.manual_seed(config.seed)
+    mode = PRETRAIN_MODES[item]
+    plm_encoder, head, fresh = load_masked_lm(plm)
+    net = ClickPromptNet(_ctr(params, encoder.vocab_sizes), plm_encoder,
+                         int(params.get_path("clickprompt.num_prompts")) if mode else 0, mode or "layerwise")
+    objective = PAMLM(net, head, tokenizer.mask_token_id, tokenizer.all_special_ids, len(tokenizer),
+                      float(params.get_path("clickprompt.pretrain.mask_probability")), fresh)
+    digest = pretrain_digest(params)
+    summary = run_pretrain(objective, data, work_dir(root, PRETRAIN_STAGE, dataset, item, config.seed, digest), config)
+    with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / item) as tmp:
+        net.save(tmp, tokenizer)
+        write_json({"variant": item, "plm": params.get_path("clickprompt.plm"), "params_digest": digest,
+                    "fresh_head_params": fresh, **summary}, tmp / "summary.json")
+    return {"variant": item, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
+            "loss_last": summary["loss_last"], "seconds": summary["seconds"]}
+
+
+# ---------------------------------------------------------------------- stage clickprompt
+def finetune(params: Params, root: Path, item: str) -> dict[str, Any]:
+    """Finetune variant ``item`` for each of its seeds; write predictions, summary and checkpoints."""
+    _item(item, VARIANTS, "clickprompt.finetune.variants")
+    variant = VARIANTS[item]
+    dataset = params.get_path("data.name")
+    digest = params.digest(list(FINETUNE_KEYS))
+    source = artifact_dir(root, PRETRAIN_STAGE, dataset) / variant.pretrained if variant.pretrained else None
+    if source is not None and not (source / "clickprompt.json").is_file():
+        raise DataError(f"{source}: no PA-MLM checkpoint; add '{variant.pretrained}' to clickprompt.pretrain.variants "
+                        f"and run stage {PRETRAIN_STAGE}")
+    run = _finetune_with_plm if variant.with_plm else _finetune_wo_plm
+    with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
+        records, per_seed, extra, valid_rows = run(params, root, item, variant, source, digest, tmp)
+        summary = {"variant": item, "stage": STAGE, "pretrained_from": str(source) if source else None,
+                   "params_digest": digest, "seeds": per_seed, **extra}
+        if valid_rows is None:
+            write_variant(tmp, records, summary)
+        else:  # valid predictions of some rows only (the PLM is costly): say which
+            frame = predictions_frame(records)
+            frame.loc[frame["split"] == "valid", "row"] = np.tile(valid_rows, len(per_seed))
+            write_table(frame, tmp / PREDICTIONS)
+            write_json(summary, tmp / SUMMARY)
+    return {"variant": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
+
+
+def _budget(params: Params, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, early-stopping validation rows) of the with-PLM budget (``finetune.rows``, ``valid_rows``)."""
+    seed = int(params.get_path("clickprompt.subsample_seed"))
+    return (subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.finetune.rows"), seed),
+            subsample(len(arrays["valid"]["label"]), params.get_path("clickprompt.finetune.valid_rows"), seed))
+
+
+def _finetune_wo_plm(params, root, item, variant, source, digest, out):
+    """The CTR model alone. From the PA-MLM checkpoint: trained exactly like the zoo baseline (full split,
+    `train` section). From scratch (``ctr_same_budget``): on the with-PLM rows and settings."""
+    import torch
+
+    from models.clickprompt import pretrained_ctr
+    from models.trainer import Trainer, save_model
+
+    dataset = params.get_path("data.name")
+    encoder, arrays = load_encoded(root, dataset)
+    train, valid, overrides = arrays["train"], arrays["valid"], {}
+    if source is None:
+        train_rows, valid_rows = _budget(params, arrays)
+        train = {k: v[train_rows] for k, v in train.items()}
+        valid = {k: v[valid_rows] for k, v in valid.items()}
+        overrides = dict(params.get_path("clickprompt.finetune.train"))
+    records, per_seed = [], {}
+    for seed in seeds(params):
+        torch.manual_seed(seed)
+        model = pretrained_ctr(source) if source is not None else _ctr(params, encoder.vocab_sizes)
+        trainer = Trainer(model, train_config(params, seed, **overrides))
+        started = time.perf_counter()
+        result = trainer.fit(train, valid, work_dir(root, STAGE, dataset, item, seed, digest))
+        per_seed[seed] = fit_summary(result, len(train["label"]), time.perf_counter() - started)
+        records += [(seed, split, trainer.predict(arrays[split])) for split in ("valid", "test")]
+        save_model(trainer.model, out / f"seed{seed}")
+    return records, per_seed, {"train_rows": len(train["label"]), "early_stopping_valid_rows": len(valid["label"])}, None
+
+
+def _finetune_with_plm(params, root, item, variant, source, digest, out):
+    """CTR model + PLM on the (sub-sampled) training texts; valid sub-sampled (early stopping and the
+    written valid predictions), test in full."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
+    from models.trainer import Trainer
+
+    settings = dict(params.get_path("clickprompt.finetune"))
+    if float(settings["plm_lr"]) > 0:
+        raise ParamsError("clickprompt.finetune.plm_lr > 0 needs models.trainer.Trainer to build its optimizer from "
+                          "the model's param_groups(lr) (ClickPromptWithPLM provides them); use 0 (frozen PLM)")
+    dataset = params.get_path("data.name")
+    encoder, arrays = load_encoded(root, dataset)
+    plm = str(source / "plm") if source else _plm(params)
+    tokenizer = AutoTokenizer.from_pretrained(plm)
+    max_length = int(params.get_path("clickprompt.max_length"))
+    split_texts = texts(params, root, dataset)
+    train_rows, valid_rows = _budget(params, arrays)
+    data = {"train": text_arrays(arrays["train"], split_texts["train"], train_rows, tokenizer, max_length),
+            "test": text_arrays(arrays["test"], split_texts["test"], np.arange(len(arrays["test"]["label"])), tokenizer,
+                                max_length)}
+    early_stopping = text_arrays(arrays["valid"], split_texts["valid"], valid_rows, tokenizer, max_length)
+
+    records, per_seed = [], {}
+    for seed in settings["plm_seeds"]:
+        seed = int(seed)
+        torch.manual_seed(seed)
+        if source is not None:
+            net = ClickPromptNet.load(source)
+        else:
+            net = ClickPromptNet(_ctr(params, encoder.vocab_sizes), AutoModel.from_pretrained(plm),
+                                 int(params.get_path("clickprompt.num_prompts")) if variant.mode else 0,
+                                 variant.mode or "layerwise")
+        model = ClickPromptWithPLM(net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]),
+                                   float(settings["plm_lr"]))
+        trainer = Trainer(model, train_config(params, seed, **dict(settings["train"])))
+        started = time.perf_counter()
+        result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, item, seed, digest))
+        per_seed[seed] = {**fit_summary(result, len(train_rows), time.perf_counter() - started),
+                          "alpha": round(float(model.alpha.detach()), 4)}
+        for split, rows in (("valid", early_stopping), ("test", data["test"])):
+            started = time.perf_counter()
+            records.append((seed, split, _predict_by_length(trainer, rows)))
+            per_seed[seed][f"{split}_predict_seconds"] = round(time.perf_counter() - started, 1)
+        seed_dir = out / f"seed{seed}"
+        seed_dir.mkdir()
+        with atomic_file(seed_dir / "model.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": item, "pretrained_from": str(source) if source
+                                                              else None, **settings}, indent=2, default=str))
+    return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
+            valid_rows)
+
+
+def _predict_by_length(trainer, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """``trainer.predict`` over rows sorted by text length (each batch is then cut to its longest text,
+    see ``trim_padding``: less padding to run through the PLM), returned in the original row order."""
+    order = np.argsort(arrays["attention_mask"].sum(axis=1), kind="stable")
+    probs = np.empty(len(order))
+    probs[order] = trainer.predict({k: v[order] for k, v in arrays.items()})
+    return probs

@@ -1,0 +1,207 @@
+"""Stage `drift`: Evidently data-drift reports of the traffic the CTR service scores against the
+training data, overall and for each long-tail segment, on the features and the predictions.
+
+* reference = the training split (``drift.reference_rows`` seeded sample, or all of it), scored by
+  the registered model (artifacts/bento/<ds>/model/, the very files the service loads);
+* current = the most recent ``drift.max_current_rows`` predictions of the service's log
+  (``<serve.log_dir>/<ds>/``, with the probabilities it returned) when it holds at least
+  ``drift.min_log_rows`` of them, else the test split scored by the same model (``source: test``);
+* segments: ``overall`` and the 2x2 long-tail user x long-tail item segments of
+  ``models.metrics.SEGMENTS`` (long-tail = the least frequent users/items holding the bottom
+  ``drift.longtail_share`` of training interactions, ``models.metrics.longtail_mask``); a segment
+  with fewer than ``drift.min_segment_rows`` rows on either side is reported but not tested;
+* columns: the encoder's fields minus ``drift.exclude_columns`` (ids and zip: per-user identities
+  whose distribution changes with WHICH users show up, not with how they look), plus ``prediction``.
+
+Evidently's DataDriftPreset tests every column (its own choice of method by column type and sample
+size unless ``drift.cat_method`` / ``drift.num_method`` name one: with a reference over 1,000 rows,
+Jensen-Shannon distance for categorical and normed Wasserstein distance for numeric columns, both
+at 0.1); a segment DRIFTS when the share of drifted columns reaches ``drift.drift_share``. Small
+samples false-alarm (on ML-100K a random 300-row test sample "drifts" in 3 of 7 columns, the whole
+10k-row test split in none), hence ``drift.min_segment_rows``. Writes artifacts/drift/<ds>/: ``<segment>.html`` and ``<segment>.json`` per
+tested segment and ``summary.json`` (per segment: rows, drifted columns, scores, share, drifted).
+The Dagster asset check (orchestration/monitoring.py) fails when any tested segment drifts; a
+sensor re-runs the stage when the log has grown by ``drift.rerun_rows`` predictions. The log is
+not a DVC dependency (it grows outside the pipeline): under DVC the stage re-runs when the model,
+the splits or the params change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assets.bento import REGISTRATION, registered_model_dir
+from assets.split import load_splits
+from assets.tables import read_json, write_json
+from llm4ctr.atomic import atomic_dir
+from llm4ctr.errors import ParamsError
+from llm4ctr.params import Params
+from llm4ctr.paths import artifact_dir
+
+STAGE = "drift"
+SUMMARY = "summary.json"
+OVERALL = "overall"
+PREDICTION = "prediction"
+MISSING = "(missing)"
+
+
+def log_dir(params: Params, root: Path, dataset: str) -> Path:
+    """Where the service logs its predictions for ``dataset``."""
+    return Path(root) / params.get_path("serve.log_dir") / dataset
+
+
+def segment_file(segment: str) -> str:
+    """A shell-friendly file stem for a segment name (``lt_user&lt_item`` -> ``lt_user-lt_item``)."""
+    return segment.replace("&", "-")
+
+
+def drift_columns(fields: list[dict[str, str]], exclude: list[str]) -> dict[str, str]:
+    """Column -> ``numeric`` | ``categorical`` for the encoder ``fields`` kept, plus the prediction."""
+    columns = {f["name"]: "numeric" if f["kind"] == "numeric" else "categorical"
+               for f in fields if f["name"] not in set(exclude)}
+    return {**columns, PREDICTION: "numeric"}
+
+
+def current_traffic(params: Params, root: Path, dataset: str, test: pd.DataFrame, predictor) -> tuple[pd.DataFrame, str]:
+    """(frame with a ``prediction`` column, "log" | "test"): the served log when it is long enough."""
+    from serving.prediction_log import read_log
+
+    cfg = params.get_path("drift")
+    served = read_log(log_dir(params, root, dataset), last=cfg["max_current_rows"])
+    if len(served) >= int(cfg["min_log_rows"]):
+        return served.rename(columns={"prob": PREDICTION}), "log"
+    return test.assign(**{PREDICTION: predictor.predict_frame(test)}), "test"
+
+
+def _evidently_frame(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """The drift columns with the dtypes Evidently expects (absent columns become missing values)."""
+    out = {}
+    for name, kind in columns.items():
+        values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        if kind == "numeric":
+            out[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            out[name] = values.astype("string").fillna(MISSING).astype(object)
+    return pd.DataFrame(out)
+
+
+def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, str], cfg: dict[str, Any]):
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(numerical_columns=[c for c, k in columns.items() if k == "numeric"],
+                                categorical_columns=[c for c, k in columns.items() if k == "categorical"])
+    preset = DataDriftPreset(columns=list(columns), drift_share=float(cfg["drift_share"]),
+                             cat_method=cfg.get("cat_method"), num_method=cfg.get("num_method"))
+    return Report([preset], include_tests=True).run(
+        Dataset.from_pandas(_evidently_frame(current, columns), data_definition=definition),
+        Dataset.from_pandas(_evidently_frame(reference, columns), data_definition=definition),
+    )
+
+
+def _figures(snapshot: Any, drift_share: float) -> dict[str, Any]:
+    """Drifted columns, per-column scores and the drifted-column share from an Evidently snapshot."""
+    result = snapshot.dict()
+    scores, methods = {}, {}
+    for metric in result["metrics"]:
+        config = metric["config"]
+        if config.get("type", "").endswith(":ValueDrift"):
+            scores[config["column"]] = round(float(metric["value"]), 6)
+            methods[config["column"]] = f"{config.get('method')} (threshold {config.get('threshold')})"
+    drifted = sorted(
+        test["metric_config"]["params"]["column"] for test in result["tests"]
+        if test["metric_config"]["params"].get("type", "").endswith(":ValueDrift") and test["status"] == "FAIL"
+    )
+    share = len(drifted) / len(scores) if scores else 0.0
+    return {"drifted_columns": drifted, "n_columns": len(scores), "share": round(share, 6),
+            "drifted": share >= drift_share, "scores": scores, "methods": methods}
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame, columns: dict[str, str],
+            cfg: dict[str, Any], out_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Drift of ``current`` against ``reference``, overall and per long-tail segment.
+
+    Both frames carry ``user_id``, ``item_id``, the ``columns`` and ``prediction``; long-tail users
+    and items are defined by their counts in ``train``. With ``out_dir`` each tested segment's
+    report is saved there as HTML and JSON.
+    """
+    from models.metrics import SEGMENTS, longtail_mask
+
+    share = float(cfg["longtail_share"])
+    user_counts, item_counts = train["user_id"].value_counts(), train["item_id"].value_counts()
+
+    def masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        user = longtail_mask(user_counts, frame["user_id"].astype(str), share)
+        item = longtail_mask(item_counts, frame["item_id"].astype(str), share)
+        return {OVERALL: np.ones(len(frame), dtype=bool),
+                **{name: (user == lt_user) & (item == lt_item) for name, (lt_user, lt_item) in SEGMENTS.items()}}
+
+    ref_masks, cur_masks = masks(reference), masks(current)
+    results = {}
+    for segment in ref_masks:
+        ref, cur = reference[ref_masks[segment]], current[cur_masks[segment]]
+        entry: dict[str, Any] = {"rows_reference": int(len(ref)), "rows_current": int(len(cur))}
+        if min(len(ref), len(cur)) < int(cfg["min_segment_rows"]):
+            results[segment] = {**entry, "tested": False, "drifted": False,
+                                "reason": f"fewer than {cfg['min_segment_rows']} rows (drift.min_segment_rows)"}
+            continue
+        snapshot = _report(ref, cur, columns, cfg)
+        if out_dir is not None:
+            snapshot.save_html(str(Path(out_dir) / f"{segment_file(segment)}.html"))
+            snapshot.save_json(str(Path(out_dir) / f"{segment_file(segment)}.json"))
+        results[segment] = {**entry, "tested": True, **_figures(snapshot, float(cfg["drift_share"]))}
+    return results
+
+
+def run(params: Params, root: Path) -> dict[str, Any]:
+    """Compare the served (or test) traffic with the training data; write reports and summary.json."""
+    from serving.predictor import Predictor
+
+    root = Path(root)
+    dataset = params.get_path("data.name")
+    cfg = dict(params.get_path("drift"))
+    if not 0 < float(cfg["drift_share"]) <= 1:
+        raise ParamsError(f"drift.drift_share must be in (0, 1], got {cfg['drift_share']!r}")
+    registration = read_json(artifact_dir(root, "bento", dataset) / REGISTRATION)
+    predictor = Predictor.load(registered_model_dir(root, dataset))
+    splits = load_splits(root, dataset)
+    train = splits["train"]
+    reference = train
+    if cfg.get("reference_rows") and len(train) > int(cfg["reference_rows"]):
+        reference = train.sample(int(cfg["reference_rows"]), random_state=int(cfg["seed"]))
+    reference = reference.assign(**{PREDICTION: predictor.predict_frame(reference)})
+    current, source = current_traffic(params, root, dataset, splits["test"], predictor)
+    columns = drift_columns(registration["fields"], list(cfg["exclude_columns"]))
+    with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
+        segments = compare(reference, current, train, columns, cfg, out_dir=tmp)
+        summary = {"dataset": dataset, "model": registration["tag"], "source": source,
+                   "columns": columns, "drift_share": float(cfg["drift_share"]), "segments": segments}
+        write_json(summary, tmp / SUMMARY)
+    return metadata(summary)
+
+
+def metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """The figures shown in Dagster: drifted-column share per segment, the drifted segments, a table."""
+    segments = summary["segments"]
+    lines = ["| segment | rows (ref / current) | drifted columns | share |", "|---|---|---|---|"]
+    for name, s in segments.items():
+        cols = (", ".join(s["drifted_columns"]) or "-") if s["tested"] else "not tested"
+        share = (f"{s['share']:.2f}" + (" **DRIFT**" if s["drifted"] else "")) if s["tested"] else "-"
+        lines.append(f"| {name} | {s['rows_reference']} / {s['rows_current']} | {cols} | {share} |")
+    return {
+        "dataset": summary["dataset"], "model": summary["model"], "source": summary["source"],
+        "rows_current": segments[OVERALL]["rows_current"],
+        "drifted_share": {name: (s["share"] if s["tested"] else None) for name, s in segments.items()},
+        "drifted_segments": [name for name, s in segments.items() if s["drifted"]],
+        "drift_share_threshold": summary["drift_share"],
+        "segments_md": "\n".join(lines),
+    }
+
+
+def read_summary(params: Params, root: Path) -> dict[str, Any]:
+    """The summary.json the last drift run wrote for ``data.name``."""
+    return read_json(artifact_dir(root, STAGE, params.get_path("data.name")) / SUMMARY)

@@ -1,0 +1,192 @@
+"""Stage `evaluate`: every method's test predictions -> one comparable set of figures and tables.
+
+Reads the predictions.parquet of every variant under the stages in ``evaluate.stages`` (the layout
+of docs/CONTRACTS.md) and computes, per seed then averaged: test AUC, LogLoss, per-scenario AUC and
+the ClickPrompt paper's 2x2 long-tail segment AUCs (long-tail = the least frequent users/items
+holding the bottom ``evaluate.longtail_share`` of training interactions); RelaImpr against
+``evaluate.base_model``. Writes artifacts/evaluate/metrics.json (all datasets, for `dvc metrics
+show`), artifacts/evaluate/<dataset>/ (results.md, results.json, roc/ and calibration/ with one CSV per model for
+`dvc plots`), and
+refreshes this dataset's generated section of docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assets.runs import PREDICTIONS
+from assets.split import load_splits
+from assets.tables import write_json
+from llm4ctr.atomic import atomic_dir, write_text
+from llm4ctr.errors import DataError
+from llm4ctr.params import Params
+from llm4ctr.paths import artifact_dir
+
+STAGE = "evaluate"
+METRICS = "artifacts/evaluate/metrics.json"
+RESULTS_DOC = "docs/RESULTS.md"
+SEGMENT_TITLES = {  # keys of models.metrics.SEGMENTS, in the paper's Table 6 order
+    "lt_user&lt_item": "LT user & LT item",
+    "head_user&lt_item": "head user & LT item",
+    "lt_user&head_item": "LT user & head item",
+    "head_user&head_item": "head user & head item",
+}
+
+
+def discover(root: Path, dataset: str, stages: list[str]) -> dict[str, Path]:
+    """variant name -> its predictions file, for every variant the listed stages wrote."""
+    found: dict[str, Path] = {}
+    for stage in stages:
+        for path in sorted(artifact_dir(root, stage, dataset).glob(f"*/{PREDICTIONS}")):
+            found[path.parent.name] = path
+    if not found:
+        raise DataError(f"no {PREDICTIONS} under artifacts/{{{','.join(stages)}}}/{dataset}/; run the training stages first")
+    return found
+
+
+def score_seed(y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item) -> dict[str, Any]:
+    """All figures of one seed's test predictions."""
+    from models.metrics import auc, logloss, segment_aucs
+
+    return {
+        "auc": auc(y, p),
+        "logloss": logloss(y, p),
+        "per_scenario": {str(s): auc(y[scenario == s], p[scenario == s]) for s in np.unique(scenario)},
+        "per_segment": {k: v["auc"] for k, v in segment_aucs(y, p, lt_user, lt_item).items()},
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return round(float(np.nanmean(values)), 6) if values else float("nan")
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds (and the AUC's standard deviation)."""
+    aucs = [s["auc"] for s in per_seed]
+    return {
+        "auc": _mean(aucs),
+        "auc_std": round(float(np.std(aucs)), 6),
+        "logloss": _mean([s["logloss"] for s in per_seed]),
+        "seeds": len(per_seed),
+        "per_scenario": {k: _mean([s["per_scenario"][k] for s in per_seed]) for k in per_seed[0]["per_scenario"]},
+        "per_segment": {k: _mean([s["per_segment"][k] for s in per_seed]) for k in per_seed[0]["per_segment"]},
+    }
+
+
+def roc_points(y: np.ndarray, p: np.ndarray, points: int = 101) -> pd.DataFrame:
+    """The ROC curve at ``points`` evenly spaced false-positive rates (small enough for dvc plots)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    grid = np.linspace(0, 1, points)
+    return pd.DataFrame({"fpr": grid, "tpr": np.interp(grid, fpr, tpr)})
+
+
+def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted probability vs observed click rate in ``bins`` equal-width bins."""
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    frame = pd.DataFrame({"bin": idx, "predicted": p, "observed": y})
+    return frame.groupby("bin", as_index=False).agg(predicted=("predicted", "mean"), observed=("observed", "mean"))
+
+
+def run(params: Params, root: Path) -> dict[str, Any]:
+    """Score every variant's test predictions; write metrics, tables and plot data."""
+    from models.metrics import SEGMENTS, longtail_mask, relaimpr
+
+    dataset = params.get_path("data.name")
+    share = float(params.get_path("evaluate.longtail_share"))
+    base = params.get_path("evaluate.base_model")
+    splits = load_splits(root, dataset)
+    test, train = splits["test"], splits["train"]
+    y = test["label"].to_numpy(dtype=np.float64)
+    scenario = test["scenario"].astype(str).to_numpy()
+    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
+    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+
+    results, roc, calib = {}, [], []
+    for name, path in discover(root, dataset, list(params.get_path("evaluate.stages"))).items():
+        preds = pd.read_parquet(path)
+        preds = preds[preds["split"] == "test"]
+        per_seed = []
+        for seed, group in preds.groupby("seed", sort=True):
+            p = group.sort_values("row")["prob"].to_numpy()
+            if len(p) != len(y):
+                raise DataError(f"{path}: seed {seed} has {len(p)} test predictions, the test split has {len(y)} rows")
+            per_seed.append(score_seed(y, p, scenario, lt_user, lt_item))
+            if not roc or roc[-1]["model"].iloc[0] != name:
+                roc.append(roc_points(y, p).assign(model=name))
+                calib.append(calibration_bins(y, p).assign(model=name))
+        results[name] = {"stage": path.parent.parent.parent.name, **aggregate(per_seed)}
+
+    base_auc = results.get(base, {}).get("auc")
+    for entry in results.values():
+        entry["relaimpr"] = round(relaimpr(entry["auc"], base_auc), 6) if base_auc else None
+    segments = {"longtail_share": share, "test_rows": {
+        k: int(((lt_user == u) & (lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
+    table = results_markdown(dataset, results, base, segments)
+
+    with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
+        write_text(tmp / "results.md", table)
+        write_json({"dataset": dataset, "base_model": base, "segments": segments, "models": results}, tmp / "results.json")
+        for kind, frames in (("roc", roc), ("calibration", calib)):
+            (tmp / kind).mkdir()
+            for frame in frames:  # one file per model: one series per model in `dvc plots show`
+                frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
+    update_metrics(Path(root) / METRICS, dataset, results)
+    update_results_doc(Path(root) / RESULTS_DOC, dataset, table)
+    return {"dataset": dataset, "models": len(results), **{f"auc_{k}": v["auc"] for k, v in results.items()},
+            "results_md": table}
+
+
+def update_metrics(path: Path, dataset: str, results: dict[str, Any]) -> None:
+    """Replace ``dataset``'s entry in the all-datasets metrics.json, keeping the others."""
+    current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    current[dataset] = {name: {k: v for k, v in entry.items() if k != "stage"} for name, entry in results.items()}
+    write_json(current, path)
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value * 100:+.2f}%" if pct else f"{value:.4f}"
+
+
+def results_markdown(dataset: str, results: dict[str, Any], base: str, segments: dict[str, Any]) -> str:
+    """The tables of the papers: overall (Table 2), long-tail segments (Table 6), per scenario."""
+    names = list(results)
+    scenarios = sorted({s for r in results.values() for s in r["per_scenario"]})
+    lines = [f"### {dataset}: test set, mean over seeds (RelaImpr vs {base})", "",
+             "| model | stage | AUC | ± | LogLoss | RelaImpr | seeds |", "|---|---|---|---|---|---|---|"]
+    for n in names:
+        r = results[n]
+        lines.append(f"| {n} | {r['stage']} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
+                     f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |")
+    rows = segments["test_rows"]
+    lines += ["", f"Long-tail segments (bottom {segments['longtail_share']:.0%} of training interactions), test AUC:", "",
+              "| model | " + " | ".join(f"{t} (n={rows[k]})" for k, t in SEGMENT_TITLES.items()) + " |",
+              "|---|" + "---|" * len(SEGMENT_TITLES)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_segment"].get(k)) for k in SEGMENT_TITLES) + " |")
+    lines += ["", "Per-scenario test AUC:", "", "| model | " + " | ".join(scenarios) + " |",
+              "|---|" + "---|" * len(scenarios)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_scenario"].get(s)) for s in scenarios) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_results_doc(path: Path, dataset: str, table: str) -> None:
+    """Replace (or append) the generated section for ``dataset`` in docs/RESULTS.md."""
+    begin, end = f"<!-- BEGIN generated by `llm4ctr stage evaluate` for {dataset} -->", f"<!-- END generated for {dataset} -->"
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n"
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    write_text(path, text)

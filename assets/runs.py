@@ -1,0 +1,69 @@
+"""What every trainable method's stage shares: seeds, train configs, resumable work dirs, outputs.
+
+Output layout per variant (docs/CONTRACTS.md): predictions.parquet (seed, split, row, prob),
+summary.json, and one checkpoint folder per seed. The evaluate stage reads only the predictions, so
+a new method joins the results tables by writing this layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assets.tables import write_json, write_table
+from llm4ctr.params import Params
+
+PREDICTIONS = "predictions.parquet"
+SUMMARY = "summary.json"
+
+
+def seeds(params: Params, key: str = "train.seeds") -> list[int]:
+    """The seeds a method trains with (mean and spread over them are reported)."""
+    return [int(s) for s in params.get_path(key)]
+
+
+def train_config(params: Params, seed: int, section: str = "train", **overrides):
+    """A models.trainer.TrainConfig from params[section] (minus ``seeds``) for one seed."""
+    from models.trainer import TrainConfig
+
+    values = {k: v for k, v in params.get_path(section).items() if k != "seeds"}
+    return TrainConfig.from_dict({**values, **overrides, "seed": seed})
+
+
+def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, digest: str) -> Path:
+    """A stable checkpoint folder for resuming a killed run; ``digest`` keys it to the params used."""
+    path = Path(root) / "artifacts" / ".work" / stage / dataset / variant / f"seed{seed}-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def predictions_frame(records: list[tuple[int, str, np.ndarray]]) -> pd.DataFrame:
+    """(seed, split, probabilities in split-file order) records -> the predictions table."""
+    frames = [
+        pd.DataFrame({"seed": np.int64(seed), "split": split, "row": np.arange(len(p), dtype=np.int64),
+                      "prob": np.asarray(p, dtype=np.float64)})
+        for seed, split, p in records
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_variant(out_dir: Path, records: list[tuple[int, str, np.ndarray]], summary: dict[str, Any]) -> None:
+    """Write predictions.parquet and summary.json of one variant into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(predictions_frame(records), out_dir / PREDICTIONS)
+    write_json(summary, out_dir / SUMMARY)
+
+
+def fit_summary(result, n_train: int, seconds: float) -> dict[str, Any]:
+    """The per-seed figures of a models.trainer FitResult worth keeping."""
+    epoch_seconds = sum(h.get("seconds", 0.0) for h in result.history) or seconds
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "valid_auc": round(float(result.best_auc), 6),
+        "train_seconds": round(seconds, 2),
+        "train_samples_per_s": round(n_train * len(result.history) / epoch_seconds, 1),
+    }

@@ -1,0 +1,53 @@
+"""Stage `train` (one instance per zoo model): train a CTR baseline for every seed and predict.
+
+Writes artifacts/train/<dataset>/<model>/ in the layout of docs/CONTRACTS.md: predictions for valid
+and test per seed, summary.json, and seed<k>/ zoo checkpoints (model.json + model.safetensors) that
+serving can load. Training resumes from artifacts/.work/ after a kill.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from assets.features import load_encoded
+from assets.runs import fit_summary, seeds, train_config, work_dir, write_variant
+from llm4ctr.atomic import atomic_dir
+from llm4ctr.params import Params
+from llm4ctr.paths import artifact_dir
+
+STAGE = "train"
+PARAM_KEYS = ("data.name", "features", "ctr", "train")
+
+
+def model_hparams(params: Params, model: str) -> dict[str, Any]:
+    """params ``ctr.hparams.<model>`` (may be absent: the model's defaults apply)."""
+    return dict((params.get_path("ctr.hparams", None) or {}).get(model) or {})
+
+
+def run(params: Params, root: Path, item: str) -> dict[str, Any]:
+    """Train zoo model ``item`` once per seed; write predictions, summary and checkpoints."""
+    import torch
+
+    from models.ctr import build_model
+    from models.trainer import Trainer, save_model
+
+    dataset = params.get_path("data.name")
+    encoder, arrays = load_encoded(root, dataset)
+    hparams = model_hparams(params, item)
+    digest = params.digest(list(PARAM_KEYS))
+    records, per_seed = [], {}
+    with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
+        for seed in seeds(params):
+            torch.manual_seed(seed)
+            model = build_model(item, encoder.vocab_sizes, **hparams)
+            trainer = Trainer(model, train_config(params, seed))
+            started = time.perf_counter()
+            result = trainer.fit(arrays["train"], arrays["valid"], work_dir(root, STAGE, dataset, item, seed, digest))
+            per_seed[seed] = fit_summary(result, len(arrays["train"]["label"]), time.perf_counter() - started)
+            records += [(seed, split, trainer.predict(arrays[split])) for split in ("valid", "test")]
+            save_model(trainer.model, tmp / f"seed{seed}")
+        summary = {"variant": item, "stage": STAGE, "hparams": hparams, "params_digest": digest, "seeds": per_seed}
+        write_variant(tmp, records, summary)
+    return {"model": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

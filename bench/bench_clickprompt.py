@@ -1,0 +1,245 @@
+"""Cost of ClickPrompt's two serving paths against plain DCNv2 (GitHub issue 5), one run, same machine;
+and the results tables of the real runs.
+
+    python bench/bench_clickprompt.py [--threads 1] [--requests 300] [--train-steps 6]
+    python bench/bench_clickprompt.py table --name NAME --base VARIANT STAGE/VARIANT ...
+
+``table`` scores the test predictions of the named variants (e.g. ``train/dcnv2``,
+``clickprompt/clickprompt_wo_plm``) exactly as the evaluate stage does (assets.evaluate: AUC, LogLoss,
+RelaImpr vs ``--base``, the 2x2 long-tail segments of the paper's Table 6) and writes the tables into
+docs/RESULTS_CLICKPROMPT.md between markers named after ``--name``.
+
+Three models on the real ML-100K features and texts (``artifacts/features``, ``artifacts/split``, the
+PLM of ``clickprompt.plm``):
+
+* ``dcnv2``: the zoo model with ``ctr.hparams.dcnv2``;
+* ``clickprompt_wo_plm``: the finetuned w/o-PLM checkpoint (``artifacts/clickprompt/<ds>/clickprompt_wo_plm``)
+  when present, else the CTR part of the PA-MLM checkpoint; it is a plain DCNv2 either way;
+* ``clickprompt_with_plm``: CTR model + prompted PLM (``ClickPromptWithPLM``) from the PA-MLM
+  checkpoint when present, else from the public PLM weights (the cost is the same).
+
+Measured, with the models taking turns so machine noise (a shared 2-core CPU) hits all alike:
+per-sample inference latency (one request = one row, the ID fields and for the PLM path its
+tokenized text; median and p90 over ``--requests``), batched inference throughput (rows/s at 256)
+and training throughput (samples/s over ``--train-steps`` AdamW steps at each path's training batch
+size: ``train.batch_size`` for the CTR-only paths, ``clickprompt.finetune.train.batch_size`` for the
+PLM path, PLM frozen as in ``clickprompt.finetune.plm_lr``). The table goes to stdout and into
+docs/RESULTS_CLICKPROMPT.md between markers (text around them is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assets.clickprompt import PRETRAIN_STAGE, STAGE, text_arrays, texts  # noqa: E402
+from assets.features import load_encoded  # noqa: E402
+from assets.pretrained import resolve  # noqa: E402
+from assets.train import model_hparams  # noqa: E402
+from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.env import apply_defaults  # noqa: E402
+from llm4ctr.params import load_params  # noqa: E402
+from llm4ctr.paths import artifact_dir  # noqa: E402
+
+RESULTS = ROOT / "docs" / "RESULTS_CLICKPROMPT.md"
+
+
+def build(params, encoder) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """The three models and where each came from."""
+    from transformers import AutoModel
+
+    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM, pretrained_ctr
+    from models.ctr import build_model
+    from models.trainer import load_model
+
+    dataset = params.get_path("data.name")
+    pretrained = artifact_dir(ROOT, PRETRAIN_STAGE, dataset) / "layerwise"
+    finetuned = sorted((artifact_dir(ROOT, STAGE, dataset) / "clickprompt_wo_plm").glob("seed*/model.json"))
+    name = params.get_path("clickprompt.ctr_model")
+    models, sources = {"dcnv2": build_model("dcnv2", encoder.vocab_sizes, **model_hparams(params, "dcnv2"))}, {}
+    sources["dcnv2"] = "zoo, fresh"
+    if finetuned:
+        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = load_model(finetuned[0].parent), str(finetuned[0].parent)
+    elif (pretrained / "clickprompt.json").is_file():
+        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = pretrained_ctr(pretrained), str(pretrained / "ctr")
+    if (pretrained / "clickprompt.json").is_file():
+        net, sources["clickprompt_with_plm"] = ClickPromptNet.load(pretrained), str(pretrained)
+    else:
+        plm = resolve(params.get_path("clickprompt.plm"))
+        net = ClickPromptNet(build_model(name, encoder.vocab_sizes, **model_hparams(params, name)),
+                             AutoModel.from_pretrained(plm), int(params.get_path("clickprompt.num_prompts")))
+        sources["clickprompt_with_plm"] = f"{plm} (no PA-MLM checkpoint yet)"
+    finetune = params.get_path("clickprompt.finetune")
+    models["clickprompt_with_plm"] = ClickPromptWithPLM(net, finetune["pooling"], tuple(finetune["head_units"]),
+                                                        float(finetune["alpha"]), float(finetune["plm_lr"]))
+    return models, sources
+
+
+def batch_of(data: dict[str, np.ndarray], rows: np.ndarray, text: bool) -> dict[str, torch.Tensor]:
+    keys = [k for k in data if k != "label" and (text or k not in ("input_ids", "attention_mask"))]
+    return {k: torch.as_tensor(data[k][rows]) for k in keys}
+
+
+def write_block(name: str, text: str) -> None:
+    """Replace (or append) the block between this name's markers in docs/RESULTS_CLICKPROMPT.md."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# ClickPrompt results\n"
+    block = f"{begin}\n{text}{end}"
+    if begin in current and end in current:
+        current = current.split(begin)[0] + block + current.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    write_text(RESULTS, current)
+
+
+def table(argv: list[str]) -> None:
+    """Score the named variants' test predictions like the evaluate stage; write the tables."""
+    import pandas as pd
+
+    from assets import evaluate
+    from assets.split import load_splits
+    from models.metrics import longtail_mask, relaimpr
+
+    parser = argparse.ArgumentParser(prog="bench_clickprompt.py table")
+    parser.add_argument("variants", nargs="+", help="STAGE/VARIANT, e.g. train/dcnv2")
+    parser.add_argument("--name", required=True, help="marker name of the block in the results doc")
+    parser.add_argument("--base", required=True, help="the RelaImpr base (a VARIANT among them)")
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    dataset = params.get_path("data.name")
+    share = float(params.get_path("evaluate.longtail_share"))
+    splits = load_splits(ROOT, dataset)
+    test, train = splits["test"], splits["train"]
+    y = test["label"].to_numpy(dtype=np.float64)
+    scenario = test["scenario"].astype(str).to_numpy()
+    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
+    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+    results = {}
+    for spec in args.variants:
+        stage, variant = spec.split("/")
+        preds = pd.read_parquet(artifact_dir(ROOT, stage, dataset) / variant / "predictions.parquet")
+        preds = preds[preds["split"] == "test"]
+        per_seed = [evaluate.score_seed(y, g.sort_values("row")["prob"].to_numpy(), scenario, lt_user, lt_item)
+                    for _, g in preds.groupby("seed", sort=True)]
+        results[variant] = {"stage": stage, **evaluate.aggregate(per_seed)}
+    for entry in results.values():
+        entry["relaimpr"] = round(relaimpr(entry["auc"], results[args.base]["auc"]), 6)
+    from models.metrics import SEGMENTS
+
+    segments = {"longtail_share": share, "test_rows": {
+        k: int(((lt_user == u) & (lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
+    text = evaluate.results_markdown(dataset, results, args.base, segments)
+    print(text)
+    write_block(args.name, text)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["table"]:
+        table(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value")
+    args = parser.parse_args()
+    apply_defaults()
+    from llm4ctr.params import parse_override
+
+    params = load_params(args.params, dict(parse_override(s) for s in args.set))
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dataset = params.get_path("data.name")
+    encoder, arrays = load_encoded(ROOT, dataset)
+    models, sources = build(params, encoder)
+    plm = models["clickprompt_with_plm"].net.encoder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(sources["clickprompt_with_plm"] + "/plm"
+                                              if Path(sources["clickprompt_with_plm"], "plm").is_dir()
+                                              else resolve(params.get_path("clickprompt.plm")))
+    max_length = int(params.get_path("clickprompt.max_length"))
+    split_texts = texts(params, ROOT, dataset)
+    rng = np.random.default_rng(0)
+    test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests, 256), replace=False))
+    test = text_arrays(arrays["test"], split_texts["test"], test_rows, tokenizer, max_length)
+    sizes = {"dcnv2": int(params.get_path("train.batch_size")), "clickprompt_wo_plm": int(params.get_path("train.batch_size")),
+             "clickprompt_with_plm": int(params.get_path("clickprompt.finetune.train.batch_size"))}
+    train_rows = rng.choice(len(arrays["train"]["label"]), max(sizes.values()) * (args.train_steps + 1), replace=False)
+    train = text_arrays(arrays["train"], split_texts["train"], np.sort(train_rows), tokenizer, max_length)
+    text = {name: name == "clickprompt_with_plm" for name in models}
+
+    latency = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+    with torch.inference_mode():
+        for i in range(args.requests + 5):  # 5 warm-up requests
+            for name, model in models.items():
+                batch = batch_of(test, np.array([i]), text[name])
+                started = time.perf_counter()
+                torch.sigmoid(model(batch)["logit"])
+                if i >= 5:
+                    latency[name].append(time.perf_counter() - started)
+        throughput = {}
+        for name, model in models.items():
+            batch = batch_of(test, np.arange(256), text[name])
+            model(batch)
+            started = time.perf_counter()
+            model(batch)
+            throughput[name] = 256 / (time.perf_counter() - started)
+
+    train_speed = {}
+    for name, model in models.items():
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        size, seconds = sizes[name], 0.0
+        for step in range(args.train_steps + 1):  # step 0 warms up
+            batch = batch_of(train, np.arange(step * size, (step + 1) * size), text[name])
+            label = torch.as_tensor(train["label"][step * size:(step + 1) * size], dtype=torch.float32)
+            started = time.perf_counter()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch)["logit"], label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step:
+                seconds += time.perf_counter() - started
+        train_speed[name] = size * args.train_steps / seconds
+
+    rows = []
+    for name, model in models.items():
+        ms = np.array(latency[name]) * 1000
+        rows.append({"path": name, "params": sum(p.numel() for p in model.parameters()),
+                     "latency_ms_p50": float(np.median(ms)), "latency_ms_p90": float(np.percentile(ms, 90)),
+                     "rows_per_s_batch256": throughput[name], "train_batch": sizes[name],
+                     "train_samples_per_s": train_speed[name], "source": sources[name]})
+    same_class = type(models["clickprompt_wo_plm"]) is type(models["dcnv2"]) if "clickprompt_wo_plm" in models else None
+    markdown = "\n".join([
+        f"Machine: {platform.machine()} {platform.processor() or ''}, {args.threads} torch thread(s), "
+        f"torch {torch.__version__}; {args.requests} single-row requests per path; PLM: "
+        f"{params.get_path('clickprompt.plm')} ({plm.config.num_hidden_layers} layers, hidden {plm.config.hidden_size}), "
+        f"K = {params.get_path('clickprompt.num_prompts')}, PLM frozen in training: {float(params.get_path('clickprompt.finetune.plm_lr')) == 0}.",
+        f"w/o-PLM model class = DCNv2 class: {same_class}.", "",
+        "| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch 256) | train batch | train samples/s |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {r['path']} | {r['params']:,} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | "
+          f"{r['rows_per_s_batch256']:,.0f} | {r['train_batch']} | {r['train_samples_per_s']:,.0f} |" for r in rows),
+    ]) + "\n"
+    print(markdown)
+    print(json.dumps(rows, indent=2))
+    write_block("bench_clickprompt", f"{markdown}\n```json\n{json.dumps(rows, indent=2)}\n```\n")
+
+
+if __name__ == "__main__":
+    main()

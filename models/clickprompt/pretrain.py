@@ -1,0 +1,186 @@
+"""The PA-MLM pre-training loop: AdamW, linear warm-up then linear decay, resumable every N steps.
+
+PA-MLM has no CTR label, so :class:`models.trainer.Trainer` (which fits a logit to a label, with
+validation AUC and early stopping) does not fit; this loop is its small sibling and borrows its
+seeding: epoch ``e``'s row order and step ``s``'s dropout and masking draws are derived from
+``(seed, e)`` and ``(seed, s)``, so a run killed at any checkpoint resumes exactly where the
+uninterrupted run would be (bit for bit on CPU).
+
+Checkpoint (``work_dir/state.pt``, replaced atomically every ``checkpoint_every`` steps and at the end):
+weights, optimizer, scheduler, step, loss history and the settings it was made with; resuming with
+other settings or another network raises instead of mixing two runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llm4ctr.atomic import atomic_file
+from llm4ctr.errors import ParamsError
+from models.clickprompt.pamlm import PAMLM
+from models.trainer import _derive_seed, _epoch_rows, _resolve_device, _to_tensors
+
+log = logging.getLogger(__name__)
+
+STATE = "state.pt"
+RUNTIME = ("device", "num_threads", "progress", "checkpoint_every", "log_every", "stop_at")  # may change on resume
+
+
+@dataclass
+class PretrainConfig:
+    """PA-MLM settings (params.yaml ``clickprompt.pretrain``).
+
+    ``new_lr``: CTR model, prompt generator and freshly initialised MLM-head parts; ``plm_lr``: the
+    pretrained PLM weights. ``epochs`` passes over the texts, cut at ``max_steps`` when > 0 (the short
+    default profile). ``warmup``: share of the steps with a linearly rising learning rate.
+    ``stop_at`` > 0 pauses the run after that step without changing its schedule: the weights so far
+    can be used (PA-MLM over the first ``stop_at * batch_size`` texts of the permutation) and a later
+    call with a larger ``stop_at`` (or 0) continues the same run from its checkpoint.
+    """
+
+    new_lr: float = 1e-3
+    plm_lr: float = 5e-5
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    epochs: int = 1
+    max_steps: int = 0
+    warmup: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 2024
+    device: str = "auto"
+    num_threads: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    stop_at: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PretrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamsError(f"clickprompt.pretrain: unknown setting(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values)
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"clickprompt.pretrain.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup < 1:
+            raise ParamsError(f"clickprompt.pretrain.warmup: expected a share in [0, 1), got {self.warmup!r}")
+        if self.new_lr < 0 or self.plm_lr < 0 or self.max_steps < 0 or self.stop_at < 0:
+            raise ParamsError("clickprompt.pretrain: new_lr, plm_lr, max_steps and stop_at must be >= 0")
+
+
+def total_steps(rows: int, config: PretrainConfig) -> int:
+    """Optimizer steps of a run over ``rows`` texts."""
+    steps = math.ceil(rows / config.batch_size) * config.epochs
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Path,
+             config: PretrainConfig | None = None) -> dict:
+    """Run (or resume) PA-MLM over ``arrays`` (ID fields + input_ids + attention_mask); returns a summary.
+
+    The objective ends in training mode with the final weights; the summary holds the step count,
+    the loss history (mean loss and masked-token accuracy per ``log_every`` steps) and throughput.
+    """
+    config = config or PretrainConfig()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = _resolve_device(config.device, 0)
+    objective.to(device).train()
+    data = _to_tensors(arrays, "pretrain", device, need_label=False)
+    rows = len(data["input_ids"])
+    per_epoch = math.ceil(rows / config.batch_size)
+    total = total_steps(rows, config)
+    warmup = int(config.warmup * total)
+    end = min(total, config.stop_at) if config.stop_at else total
+
+    optimizer = torch.optim.AdamW(objective.param_groups(config.new_lr, config.plm_lr, config.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
+    work_dir = Path(work_dir)
+    identity = {"settings": {k: v for k, v in asdict(config).items() if k not in RUNTIME}, "rows": rows,
+                "network": _network_identity(objective)}
+    state = _start(work_dir / STATE, identity, objective, optimizer, scheduler, device)
+
+    started, seconds_before = time.perf_counter(), state["seconds"]
+    bar = tqdm(total=end, initial=state["step"], desc="PA-MLM", disable=not config.progress)
+    window: list[tuple[float, float]] = []
+    order, order_epoch = None, -1
+    for step in range(state["step"], end):
+        epoch, position = divmod(step, per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = _epoch_rows(rows, config.seed, epoch + 1, 0, 1).to(device), epoch
+        picked = order[position * config.batch_size:(position + 1) * config.batch_size]
+        batch = {key: value.index_select(0, picked) for key, value in data.items()}
+        torch.manual_seed(_derive_seed(config.seed, step, 2))  # dropout
+        draws = torch.Generator(device=device).manual_seed(_derive_seed(config.seed, step, 3))  # masking
+        out = objective(batch, generator=draws)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        window.append((float(out["loss"].detach()), float(out["accuracy"])))
+        state["step"] = step + 1
+        bar.update(1)
+        if len(window) == config.log_every or state["step"] == end:
+            loss, accuracy = np.nanmean(np.array(window), axis=0)
+            state["history"].append({"step": state["step"], "loss": float(loss), "accuracy": float(accuracy),
+                                     "lr_plm": optimizer.param_groups[-1]["lr"]})
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
+            window = []
+        if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
+            state["seconds"] = seconds_before + time.perf_counter() - started
+            _save(work_dir / STATE, state, objective, optimizer, scheduler)
+    bar.close()
+    state["seconds"] = seconds_before + time.perf_counter() - started
+    history = state["history"]
+    return {
+        "steps": state["step"], "total_steps": total, "rows": rows, "batch_size": config.batch_size,
+        "samples_seen": min(state["step"] * config.batch_size, rows * config.epochs),
+        "seconds": round(state["seconds"], 1),
+        "samples_per_s": round(state["step"] * config.batch_size / state["seconds"], 2) if state["seconds"] else None,
+        "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
+        "accuracy_last": history[-1]["accuracy"] if history else None, "history": history,
+    }
+
+
+def _network_identity(objective: PAMLM) -> dict:
+    net = objective.net
+    return {"ctr": getattr(net.ctr, "build_config", type(net.ctr).__name__), "plm": net.encoder.config.model_type,
+            "hidden": net.hidden_size, "num_prompts": net.num_prompts, "mode": net.mode,
+            "probability": objective.probability}
+
+
+def _start(path: Path, identity: dict, objective: PAMLM, optimizer, scheduler, device) -> dict:
+    """The saved state when ``path`` exists (weights, optimizer and scheduler restored), else a fresh one."""
+    if not path.exists():
+        return {"identity": identity, "step": 0, "seconds": 0.0, "history": []}
+    saved = torch.load(path, map_location=device, weights_only=True)
+    if saved["identity"] != identity:
+        raise ParamsError(f"{path}: this PA-MLM checkpoint was made with other settings, data or network "
+                          f"({saved['identity']} vs {identity}); delete it to start over")
+    objective.load_state_dict(saved.pop("model"))
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    scheduler.load_state_dict(saved.pop("scheduler"))
+    log.info("resuming PA-MLM from %s at step %d", path, saved["step"])
+    return saved
+
+
+def _save(path: Path, state: dict, objective: PAMLM, optimizer, scheduler) -> None:
+    payload = {**state, "model": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
+               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)

@@ -1,0 +1,250 @@
+"""Training a twin tower with InfoNCE: epochs of training windows, early stopping on validation NDCG@10.
+
+Why not :class:`models.trainer.Trainer`: that one optimises BCE on click labels and selects by AUC;
+a tower learns from unlabelled sequences and is selected by a retrieval metric. What the two share
+in spirit is kept: each epoch's windows, shuffle and dropout are seeded from ``(seed, epoch)``, so a
+run resumed from ``state.pt`` after a kill replays what the uninterrupted run would have done.
+
+Checkpoint folder: ``tower.json`` (how to rebuild the model), ``model.safetensors`` (best weights),
+``state.pt`` (last epoch: weights, optimiser, counters, history) and ``history.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from llm4ctr.atomic import atomic_file, write_text
+from llm4ctr.errors import DataError, ParamsError
+from models.learn.id_two_tower import IDTwoTower
+from models.learn.pch_tower import LearnTower, TwinTower
+from models.learn.retrieval import recall_ndcg, target_ranks
+from models.learn.sequences import UserSequences, histories_before, sample_windows
+from models.trainer import BEST_WEIGHTS, HISTORY, STATE, _save_weights
+
+log = logging.getLogger(__name__)
+
+TOWER_CONFIG = "tower.json"
+SELECT_BY = "ndcg@10"
+
+
+@dataclass
+class TowerConfig:
+    """Optimisation settings of the tower (params.yaml ``learn.tower_train``).
+
+    ``logq_correction``: subtract each in-batch item's log frequency as a training target from its
+    logits (see :mod:`models.learn.infonce`).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    max_epochs: int = 50
+    patience: int = 5
+    history_len: int = 50
+    target_len: int = 5
+    seed: int = 2024
+    logq_correction: bool = False
+    num_threads: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "learn.tower_train") -> TowerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamsError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values)
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_epochs", "patience", "history_len", "target_len"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"learn.tower_train.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ParamsError(f"learn.tower_train: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+
+
+@dataclass
+class Queries:
+    """Retrieval queries: one held-out (user, target) each, with the user's history before it."""
+
+    history: np.ndarray  # [Q, H] item indices
+    targets: np.ndarray  # [Q] item indices
+    users: np.ndarray  # [Q] rows of the ``seen`` matrix
+    rows: np.ndarray  # [Q] positions of the queries among the held-out rows given to ``build``
+    dropped: int = 0  # held-out rows without any earlier training interaction (no user embedding)
+
+    @classmethod
+    def build(cls, seqs: UserSequences, users, items, times, user_rows, history_len: int) -> Queries:
+        """Queries for held-out rows (user ids, item indices, timestamps); ``user_rows`` maps user id -> row."""
+        history = histories_before(seqs, users, times, history_len)
+        keep = (history != 0).any(axis=1)
+        rows = np.array([user_rows[u] for u in np.asarray(users, dtype=object)], dtype=np.int64)
+        return cls(history[keep], np.asarray(items, dtype=np.int64)[keep], rows[keep], np.flatnonzero(keep),
+                   int((~keep).sum()))
+
+
+def seen_matrix(seqs: UserSequences, user_rows: dict[str, int], num_items: int) -> torch.Tensor:
+    """[U, num_items + 1] bool: the items each user interacted with in training."""
+    seen = torch.zeros(len(user_rows), num_items + 1, dtype=torch.bool)
+    for user, items in seqs.items.items():
+        seen[user_rows[user], torch.as_tensor(items)] = True
+    return seen
+
+
+@torch.inference_mode()
+def embed_users(model: TwinTower, history: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
+    """[N, D] user embeddings of [N, H] histories (zeros for empty ones)."""
+    model.eval()
+    history_t = torch.as_tensor(history, dtype=torch.long)
+    parts = [model.user_embedding(history_t[i:i + batch_size]) for i in range(0, len(history_t), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.output_dim)
+
+
+@torch.inference_mode()
+def embed_items(model: TwinTower, num_items: int, batch_size: int = 4096) -> torch.Tensor:
+    """[num_items + 1, D] item embeddings, row 0 (padding) zero."""
+    model.eval()
+    ids = torch.arange(1, num_items + 1)
+    parts = [model.item_embedding(ids[i:i + batch_size]) for i in range(0, num_items, batch_size)]
+    return torch.cat([torch.zeros(1, model.output_dim), *parts])
+
+
+def query_ranks(model: TwinTower, queries: Queries, seen: torch.Tensor) -> np.ndarray:
+    """0-based rank of each query's target among all unseen items (see models.learn.retrieval)."""
+    items = embed_items(model, seen.shape[1] - 1)
+    return target_ranks(embed_users(model, queries.history), items, queries.targets, seen, queries.users)
+
+
+def evaluate(model: TwinTower, queries: Queries, seen: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """Recall@k and NDCG@k of ``queries`` (plus the number of queries and of dropped rows)."""
+    return {**recall_ndcg(query_ranks(model, queries, seen), k), "dropped": queries.dropped}
+
+
+def fit_tower(model: TwinTower, seqs: UserSequences, valid: Queries, seen: torch.Tensor, config: TowerConfig,
+              ckpt_dir: str | Path, resume: bool = True) -> dict:
+    """Train until early stopping on validation NDCG@10; the model ends with its best weights.
+
+    Returns ``{"best_epoch", "best": valid metrics, "epochs", "history", "train_seconds"}``.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    state = _start_state(model, optimizer, ckpt_dir, resume)
+    bar = tqdm(range(state["epoch"] + 1, config.max_epochs + 1), desc="tower epochs", disable=not config.progress,
+               initial=state["epoch"], total=config.max_epochs)
+    for epoch in bar:
+        if state["bad_epochs"] >= config.patience:
+            break
+        started = time.perf_counter()
+        loss = _train_epoch(model, optimizer, seqs, config, epoch)
+        metrics = evaluate(model, valid, seen)
+        seconds = time.perf_counter() - started
+        state["history"].append({"epoch": epoch, "train_loss": loss, **metrics, "seconds": round(seconds, 3)})
+        state["train_seconds"] += seconds
+        if metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
+            state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
+            _save_weights(model, ckpt_dir / BEST_WEIGHTS)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        _write_state(model, optimizer, state, ckpt_dir)
+        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics[SELECT_BY]:.4f}")
+        log.info("tower epoch %d: loss %.4f, valid %s", epoch, loss, metrics)
+    bar.close()
+    model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS))
+    return {key: state[key] for key in ("best_epoch", "best", "epoch", "history", "train_seconds")}
+
+
+def _train_epoch(model: TwinTower, optimizer, seqs: UserSequences, config: TowerConfig, epoch: int) -> float:
+    rng = np.random.default_rng([config.seed, epoch])
+    torch.manual_seed(int(rng.integers(2**62)))  # dropout
+    history, targets = sample_windows(seqs, config.history_len, config.target_len, rng)
+    if len(history) == 0:
+        raise DataError("no training windows: every user has fewer than 2 training interactions")
+    order = torch.as_tensor(rng.permutation(len(history)))
+    history_t, targets_t = torch.as_tensor(history)[order], torch.as_tensor(targets)[order]
+    log_q = _target_log_frequency(targets_t) if config.logq_correction else None
+    model.train()
+    total = 0.0
+    for start in range(0, len(order), config.batch_size):
+        batch = {"history": history_t[start:start + config.batch_size], "targets": targets_t[start:start + config.batch_size]}
+        if log_q is not None:
+            batch["log_q"] = log_q[batch["targets"]]
+        loss = model(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total += float(loss.detach()) * len(batch["history"])
+    return total / len(order)
+
+
+def _target_log_frequency(targets: torch.Tensor) -> torch.Tensor:
+    """[max item + 1] log share of each item among the epoch's target slots (padding: 0, never used)."""
+    counts = torch.bincount(targets.reshape(-1), minlength=int(targets.max()) + 1).float()
+    counts[0] = 0
+    return torch.log(counts.clamp(min=1) / counts.sum())
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_tower(model: TwinTower, directory: str | Path) -> None:
+    """Write ``tower.json`` and ``model.safetensors`` (the current weights) into ``directory``."""
+    directory = Path(directory)
+    write_text(directory / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
+    _save_weights(model, directory / BEST_WEIGHTS)
+
+
+def load_tower(directory: str | Path) -> TwinTower:
+    """Rebuild the tower saved in ``directory`` (by :func:`save_tower` or :func:`fit_tower`), in eval mode."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / TOWER_CONFIG).read_text(encoding="utf-8"))
+        weights = load_file(directory / BEST_WEIGHTS)
+    except FileNotFoundError as exc:
+        raise DataError(f"{directory}: not a tower checkpoint ({exc.filename} missing)") from None
+    if config["name"] == "learn_tower":
+        model = LearnTower(torch.zeros(config["content_shape"]), **config["hparams"])
+    elif config["name"] == "id_two_tower":
+        model = IDTwoTower(**config["hparams"])
+    else:
+        raise DataError(f"{directory / TOWER_CONFIG}: unknown tower '{config['name']}'")
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool) -> dict:
+    path = ckpt_dir / STATE
+    if resume and path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["config"] != model.build_config:
+            raise ParamsError(f"{path}: checkpoint was written for another tower configuration; delete it or "
+                              "train with resume=False")
+        model.load_state_dict(saved.pop("model"))
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        log.info("resuming %s after epoch %d", ckpt_dir, saved["epoch"])
+        return saved
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for name in (STATE, BEST_WEIGHTS, HISTORY):
+        (ckpt_dir / name).unlink(missing_ok=True)
+    write_text(ckpt_dir / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
+    return {"config": model.build_config, "epoch": 0, "best": {}, "best_epoch": 0, "bad_epochs": 0, "history": [],
+            "train_seconds": 0.0}
+
+
+def _write_state(model: TwinTower, optimizer, state: dict, ckpt_dir: Path) -> None:
+    payload = {**state, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "optimizer": optimizer.state_dict()}
+    with atomic_file(ckpt_dir / STATE) as tmp:
+        torch.save(payload, tmp)
+    write_text(ckpt_dir / HISTORY, json.dumps(state["history"], indent=2))

@@ -1,0 +1,152 @@
+"""Stages clickprompt_pretrain -> clickprompt on a generated dataset with a tiny random BERT and tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from assets import clickprompt, evaluate, features
+from assets.split import split_table
+from assets.tables import write_table
+from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.params import Params
+from tests.conftest import make_interactions
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("user id is gender male female age occupation student engineer writer zipcode movie title genre comedy "
+         "drama action year unknown , .").split()
+
+
+def _params(tmp: Path, **over) -> Params:
+    tree = {
+        "data": {"name": "ml-100k"},
+        "prompts": {"config": str(ROOT / "configs" / "prompts.yaml")},
+        "features": {"min_count": 1, "n_bins": 4},
+        "ctr": {"models": ["dcnv2"], "hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1,
+                                                           "hidden_units": [16]}}},
+        "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
+        "evaluate": {"base_model": "dcnv2", "longtail_share": 0.2, "stages": ["clickprompt"]},
+        "clickprompt": {
+            "plm": str(tmp / "plm"), "ctr_model": "dcnv2", "num_prompts": 2, "max_length": 48,
+            "subsample_seed": 0,
+            "pretrain": {"variants": ["layerwise"], "rows": 300, "mask_probability": 0.15, "new_lr": 1e-3, "plm_lr": 1e-3,
+                         "batch_size": 64, "epochs": 1, "max_steps": 3, "warmup": 0.0, "checkpoint_every": 2,
+                         "progress": False},
+            "finetune": {"variants": ["clickprompt_wo_plm", "clickprompt_with_plm"], "rows": 300, "valid_rows": 40,
+                         "plm_seeds": [5],
+                         "pooling": "cls", "plm_lr": 0.0, "head_units": [8], "alpha": 0.5,
+                         "train": {"batch_size": 128, "eval_batch_size": 512, "max_epochs": 1, "patience": 1}},
+        },
+    }
+    for key, value in over.items():
+        node, *path = key.split(".")
+        target = tree[node]
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return Params(tree)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A generated split, its features, and a tiny random BERT folder (no MLM head, like MiniLM) with tokenizer."""
+    tmp = tmp_path_factory.mktemp("clickprompt")
+    splits = split_table(make_interactions(n_users=40, n_items=30, per_user=15), "random", (0.8, 0.1, 0.1), seed=0)
+    folder = tmp / "artifacts" / "split" / "ml-100k"
+    folder.mkdir(parents=True)
+    for name, df in splits.items():
+        write_table(df, folder / f"{name}.parquet")
+    features.run(_params(tmp), tmp)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *(str(d) for d in range(10)),
+             *(f"##{d}" for d in range(10))]
+    (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp / "plm")
+    BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp / "plm")
+    return tmp
+
+
+def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
+    from models.trainer import load_model
+
+    params = _params(root)
+    meta = clickprompt.pretrain(params, root, item="layerwise")
+    ckpt = root / "artifacts" / "clickprompt_pretrain" / "ml-100k" / "layerwise"
+    summary = json.loads((ckpt / "summary.json").read_text())
+    assert meta["steps"] == summary["steps"] == 3 and summary["rows"] == 300
+    assert summary["fresh_head_params"]  # no MLM head in the checkpoint: trained from the tied embeddings
+    assert (ckpt / "ctr" / "model.json").is_file() and (ckpt / "plm" / "config.json").is_file()
+
+    _, arrays = features.load_encoded(root, "ml-100k")
+    for variant, seeds in (("clickprompt_wo_plm", {3, 4}), ("clickprompt_with_plm", {5})):
+        clickprompt.finetune(params, root, item=variant)
+        out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
+        preds = pd.read_parquet(out / "predictions.parquet")
+        assert set(preds["seed"]) == seeds
+        for split in ("valid", "test"):  # every row of test; valid: the early-stopping rows with the PLM
+            rows = preds[(preds.split == split) & (preds.seed == min(seeds))]["row"].to_numpy()
+            expected = np.arange(len(arrays[split]["label"]))
+            if split == "valid" and variant == "clickprompt_with_plm":
+                expected = clickprompt.subsample(len(expected), 40, 0)
+            np.testing.assert_array_equal(rows, expected)
+        assert preds["prob"].between(0, 1).all()
+        assert set(json.loads((out / "summary.json").read_text())["seeds"]) == {str(s) for s in seeds}
+
+    # the w/o-PLM checkpoint is a plain zoo checkpoint predicting exactly what was written
+    out = root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_wo_plm"
+    model = load_model(out / "seed3")
+    batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
+    with torch.inference_mode():
+        probs = torch.sigmoid(model(batch)["logit"]).numpy()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    saved = preds[(preds.seed == 3) & (preds.split == "test")].sort_values("row")["prob"].to_numpy()
+    np.testing.assert_allclose(probs, saved, rtol=1e-5, atol=1e-6)
+
+    # the with-PLM checkpoint rebuilds the model that wrote the test predictions (rows back in file order)
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
+    from models.trainer import TrainConfig, Trainer
+
+    model = ClickPromptWithPLM(ClickPromptNet.load(ckpt), "cls", (8,))
+    model.load_state_dict(load_file(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed5" /
+                                    "model.safetensors"))
+    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
+                                   np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(ckpt / "plm"), 48)
+    preds = pd.read_parquet(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet")
+    saved = preds[preds.split == "test"].sort_values("row")["prob"].to_numpy()
+    np.testing.assert_allclose(Trainer(model, TrainConfig(progress=False)).predict(test), saved, rtol=1e-5, atol=1e-6)
+
+    meta = evaluate.run(params, root)
+    assert meta["models"] == 2 and set(json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())
+                                       ["ml-100k"]) == {"clickprompt_wo_plm", "clickprompt_with_plm"}
+
+
+@pytest.mark.parametrize("variant", ["clickprompt_wo_both", "ctr_same_budget"])
+def test_variants_without_pretraining_need_no_checkpoint_and_train_on_the_budget(root, variant):
+    clickprompt.finetune(_params(root), root, item=variant)
+    summary = json.loads((root / "artifacts" / "clickprompt" / "ml-100k" / variant / "summary.json").read_text())
+    assert summary["pretrained_from"] is None
+    assert (summary["train_rows"], summary["early_stopping_valid_rows"]) == (300, 40)
+
+
+def test_user_errors_name_the_setting(root):
+    params = _params(root)
+    with pytest.raises(ParamsError, match="unknown variant 'sideways'"):
+        clickprompt.finetune(params, root, item="sideways")
+    with pytest.raises(DataError, match="'input' to clickprompt.pretrain.variants"):
+        clickprompt.finetune(params, root, item="clickprompt_wo_layerwise")
+    with pytest.raises(ParamsError, match="plm_lr"):
+        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": 3e-5}), root, item="clickprompt_wo_both")
+    with pytest.raises(ParamsError, match="unknown setting"):
+        clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, item="plain")
+    with pytest.raises(ParamsError, match="row budget"):
+        clickprompt.subsample(10, 0, 0)

@@ -1,0 +1,144 @@
+"""Stages `msr` and `llm4msr` on a generated dataset whose LLM states come from the real prompts and
+hidden-state stages run with a tiny random Llama: contract outputs, reload, cold start, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from test_hidden_states import save_tiny
+
+from assets import features, hidden_states, llm4msr, prompts
+from assets.split import split_table
+from assets.tables import write_table
+from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.params import Params
+from models.features import FIRST_ID
+from models.msr import all_variants, load_msr
+from tests.conftest import make_interactions
+
+ROOT = Path(__file__).resolve().parents[1]
+COLD_USER = "1"  # every one of its training ratings is made negative: no liked items, no state
+
+
+def make_params(llm: str = "unused") -> Params:
+    return Params({
+        "data": {"name": "ml-100k"},
+        "features": {"min_count": 1, "n_bins": 4},
+        "prompts": {"config": str(ROOT / "configs" / "prompts.yaml"), "recent_n": 3},
+        "llm": {"name": llm},
+        "hidden_states": {"store": "store", "device": "cpu", "dtype": "auto", "batch_size": 16, "max_length": 64,
+                          "shard_size": 64, "user": {"model": "llm", "pooling": "last_token"},
+                          "scenario": {"model": "llm", "pooling": "last_token"}},
+        "llm4msr": {
+            "seeds": [1, 2], "embedding_dim": 4, "scenario_field": "scenario", "user_field": "user_id",
+            "cold_start_min_liked": 1,
+            "backbones": {"star": {"hidden_units": [8], "aux_units": [4]}, "mmoe": {"num_experts": 2, "expert_units": [8]}},
+            "enhancements": {"dn": {"dims": [8], "meta_hidden": 2}, "ours": {"user_dims": [8], "scenario_dims": [4],
+                                                                             "meta_hidden": 2}},
+            "train": {"batch_size": 128, "max_epochs": 2, "patience": 1, "progress": False},
+        },
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """Split, features, prompts and tiny-Llama hidden states of a generated three-scenario dataset."""
+    root = tmp_path_factory.mktemp("msr")
+    frame = make_interactions(n_users=60, n_items=40, per_user=20)
+    splits = split_table(frame, "random", (0.8, 0.1, 0.1), seed=0)
+    splits["train"].loc[splits["train"]["user_id"] == COLD_USER, "label"] = 0
+    folder = root / "artifacts" / "split" / "ml-100k"
+    folder.mkdir(parents=True)
+    for name, df in splits.items():
+        write_table(df, folder / f"{name}.parquet")
+    params = make_params(save_tiny(root / "llama", "llama"))
+    features.run(params, root)
+    prompts.run(params, root)
+    hidden_states.run_user(params, root)
+    hidden_states.run_scenario(params, root)
+    return root
+
+
+def test_params_yaml_lists_every_variant_once_in_the_right_stage():
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["llm4msr"]
+    assert sorted(section["baselines"] + section["enhanced"]) == sorted(all_variants())
+    assert all(v.endswith("_ours") for v in section["enhanced"]) and len(section["enhanced"]) == 6
+
+
+@pytest.mark.parametrize(("stage", "variant"), [("msr", "mmoe_dn"), ("llm4msr", "star_ours")])
+def test_stage_writes_contract_outputs_and_loadable_checkpoints(root, stage, variant):
+    params = make_params()
+    run = llm4msr.run if stage == "llm4msr" else llm4msr.run_baseline
+    meta = run(params, root, item=variant)
+    assert set(meta) == {"variant", "seed1_valid_auc", "seed2_valid_auc"}
+    out = root / "artifacts" / stage / "ml-100k" / variant
+    preds = pd.read_parquet(out / "predictions.parquet")
+    _, arrays = features.load_encoded(root, "ml-100k")
+    counts = preds.groupby(["seed", "split"]).size()
+    assert counts[(1, "test")] == counts[(2, "test")] == len(arrays["test"]["label"])
+    assert counts[(1, "valid")] == len(arrays["valid"]["label"])
+    summary = pd.read_json(out / "summary.json", typ="series")
+    assert summary["scenarios"] == ["age25-34", "age<25", "age>=35"]
+    model = load_msr(out / "seed2")
+    batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
+    with torch.inference_mode():
+        probs = torch.sigmoid(model(batch)["logit"]).numpy()
+    expected = preds[(preds["seed"] == 2) & (preds["split"] == "test")].sort_values("row")["prob"].to_numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    if variant.endswith("_ours"):
+        assert (summary["cold_users"], summary["warm_users"]) == (1, 59)
+        assert 0 < summary["seeds"]["1"]["alpha"] < 1
+
+
+def test_llm_states_align_with_encoder_ids_and_leave_cold_users_out(root):
+    encoder, _ = features.load_encoded(root, "ml-100k")
+    states = llm4msr.llm_states(make_params(), root, encoder)
+    ids, raw = llm4msr.read_states(root, "ml-100k", "user")
+    row = encoder.vocabs["user_id"].index("7") + FIRST_ID
+    torch.testing.assert_close(states["users"][row], raw[ids.tolist().index("7")])
+    cold = encoder.vocabs["user_id"].index(COLD_USER) + FIRST_ID
+    assert not states["known"][cold] and not states["known"][:FIRST_ID].any()
+    assert int(states["known"].sum()) == len(encoder.vocabs["user_id"]) - 1
+    scenario_ids, scenario_raw = llm4msr.read_states(root, "ml-100k", "scenario")
+    for k, name in enumerate(encoder.vocabs["scenario"]):
+        torch.testing.assert_close(states["scenarios"][k], scenario_raw[scenario_ids.tolist().index(name)])
+
+
+def test_variants_in_the_wrong_list_are_refused(root):
+    with pytest.raises(ParamsError, match="llm4msr.enhanced lists 'star'"):
+        llm4msr.run(make_params(), root, item="star")
+    with pytest.raises(ParamsError, match="llm4msr.baselines lists 'star_ours'"):
+        llm4msr.run_baseline(make_params(), root, item="star_ours")
+
+
+def test_a_scenario_without_training_rows_is_an_error(root):
+    encoder, arrays = features.load_encoded(root, "ml-100k")
+    broken = {**arrays, "valid": {**arrays["valid"], "scenario": arrays["valid"]["scenario"].copy()}}
+    broken["valid"]["scenario"][:3] = 1  # OOV: a scenario value the training split never had
+    with pytest.raises(DataError, match="valid: 3 row"):
+        llm4msr.check_scenarios(encoder, broken, "scenario")
+
+
+def test_missing_states_name_the_stage_to_run(tmp_path):
+    with pytest.raises(DataError, match="run the hidden_states_user stage first"):
+        llm4msr.read_states(tmp_path, "ml-100k", "user")
+
+
+def test_scenario_table_is_laid_out_like_the_paper():
+    def entry(a, b, overall):
+        return {"per_scenario": {"s1": a, "s2": b}, "auc": overall}
+
+    table = llm4msr.scenario_table({
+        "star": entry(0.70, 0.60, 0.68), "star_dn": entry(0.71, 0.59, 0.69), "star_ep": entry(0.69, 0.58, 0.67),
+        "star_ours": entry(0.72, 0.57, 0.70), "mmoe": entry(0.5, 0.5, 0.5),
+    })  # fmt: skip
+    lines = table.strip().splitlines()
+    assert lines[0] == "| model | s1 | s2 | overall |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| mmoe", "| star", "| star_DN", "| star_EP", "| star_ours"]
+    assert lines[-1] == "| star_ours | **0.7200** | 0.5700 | **0.7000** |"
+    assert lines[2] == "| mmoe | **0.5000** | **0.5000** | **0.5000** |"

@@ -1,0 +1,99 @@
+"""Stages features -> train -> evaluate on a generated dataset: outputs, reload, figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from assets import evaluate, features, train
+from assets.split import split_table
+from assets.tables import write_table
+from llm4ctr.params import Params
+from tests.conftest import make_interactions
+
+
+def _params(**over) -> Params:
+    tree = {
+        "data": {"name": "ml-100k"},
+        "features": {"min_count": 1, "n_bins": 4},
+        "ctr": {"models": ["fm", "dnn"], "hparams": {"dnn": {"hidden_units": [16]}}},
+        "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
+        "evaluate": {"base_model": "fm", "longtail_share": 0.2, "stages": ["train"]},
+    }
+    for key, value in over.items():
+        tree[key].update(value)
+    return Params(tree)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    splits = split_table(make_interactions(n_users=80, n_items=50, per_user=25), "random", (0.8, 0.1, 0.1), seed=0)
+    folder = tmp_path / "artifacts" / "split" / "ml-100k"
+    folder.mkdir(parents=True)
+    for name, df in splits.items():
+        write_table(df, folder / f"{name}.parquet")
+    return tmp_path
+
+
+def test_train_writes_predictions_and_loadable_checkpoints(root):
+    from models.trainer import load_model
+
+    params = _params()
+    features.run(params, root)
+    meta = train.run(params, root, item="dnn")
+    out = root / "artifacts" / "train" / "ml-100k" / "dnn"
+    assert set(meta) >= {"model", "seed3_valid_auc", "seed4_valid_auc"}
+    preds = pd.read_parquet(out / "predictions.parquet")
+    encoder, arrays = features.load_encoded(root, "ml-100k")
+    assert set(preds["seed"]) == {3, 4} and set(preds["split"]) == {"valid", "test"}
+    assert (preds.groupby(["seed", "split"]).size().loc[(3, "test")]) == len(arrays["test"]["label"])
+    model = load_model(out / "seed3")
+    assert model.hidden_units == [16] if hasattr(model, "hidden_units") else True
+    import torch
+
+    batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
+    with torch.inference_mode():
+        offline = torch.sigmoid(model(batch)["logit"]).numpy()
+    saved = preds[(preds.seed == 3) & (preds.split == "test")].sort_values("row")["prob"].to_numpy()
+    np.testing.assert_allclose(offline, saved, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_matches_independent_computation(root):
+    params = _params()
+    features.run(params, root)
+    for model in ("fm", "dnn"):
+        train.run(params, root, item=model)
+    meta = evaluate.run(params, root)
+    assert meta["models"] == 2
+    metrics = (root / "artifacts" / "evaluate" / "metrics.json").read_text()
+    import json
+
+    entry = json.loads(metrics)["ml-100k"]
+    test = pd.read_parquet(root / "artifacts" / "split" / "ml-100k" / "test.parquet")
+    preds = pd.read_parquet(root / "artifacts" / "train" / "ml-100k" / "dnn" / "predictions.parquet")
+    per_seed = [
+        roc_auc_score(test["label"], g.sort_values("row")["prob"])
+        for _, g in preds[preds.split == "test"].groupby("seed")
+    ]
+    assert entry["dnn"]["auc"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+    assert entry["dnn"]["relaimpr"] == pytest.approx((entry["dnn"]["auc"] - entry["fm"]["auc"]) / entry["fm"]["auc"], abs=1e-5)
+    assert entry["fm"]["relaimpr"] == 0.0
+    assert set(entry["dnn"]["per_segment"]) == {"lt_user&lt_item", "head_user&lt_item", "lt_user&head_item", "head_user&head_item"}
+    assert set(entry["dnn"]["per_scenario"]) == set(test["scenario"].astype(str))
+    doc = (root / "docs" / "RESULTS.md").read_text()
+    assert doc.count("BEGIN generated") == 1 and "| dnn | train |" in doc
+    evaluate.run(params, root)  # re-running replaces the section instead of appending
+    assert (root / "docs" / "RESULTS.md").read_text().count("BEGIN generated") == 1
+    roc = pd.read_csv(root / "artifacts" / "evaluate" / "ml-100k" / "roc" / "dnn.csv")
+    assert list(roc.columns) == ["fpr", "tpr"] and roc["tpr"].is_monotonic_increasing
+
+
+def test_evaluate_without_predictions_names_the_problem(root):
+    from llm4ctr.errors import DataError
+
+    with pytest.raises(DataError, match="no predictions.parquet under artifacts/"):
+        evaluate.run(_params(), root)
