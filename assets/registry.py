@@ -107,10 +107,41 @@ STAGES: tuple[Stage, ...] = (
         foreach="ctr.models",
     ),
     Stage(
+        name="text",
+        description="Textualize every sample (ClickPrompt): one '<field> is <value>.' sentence per field.",
+        func="assets.text:run",
+        deps=("artifacts/split/{dataset}", "configs/prompts.yaml"),
+        outs=("artifacts/text/{dataset}",),
+        params=("data.name", "prompts.config"),
+        code=("assets/text.py",),
+    ),
+    Stage(
+        name="prompts",
+        description="Scenario- and user-level prompts (LLM4MSR, training split only) and item texts (LEARN).",
+        func="assets.prompts:run",
+        deps=("artifacts/split/{dataset}", "configs/prompts.yaml"),
+        outs=("artifacts/prompts/{dataset}",),
+        params=("data.name", "prompts"),
+        code=("assets/prompts.py",),
+    ),
+    *(
+        Stage(
+            name=f"hidden_states_{kind}",
+            description=f"Frozen-LLM hidden states of the {kind} prompts (cached by content hash, resumable).",
+            func=f"assets.hidden_states:run_{kind}",
+            deps=("artifacts/prompts/{dataset}",),
+            outs=(f"artifacts/hidden_states_{kind}/{{dataset}}",),
+            params=("data.name", "llm", "plm", "hidden_states"),
+            code=("assets/hidden_states.py", "models/hidden_states.py", "assets/pretrained.py"),
+        )
+        for kind in ("scenario", "user", "item")
+    ),
+    Stage(
         name="evaluate",
         description="Score every method's test predictions: AUC, LogLoss, RelaImpr, per scenario, long-tail segments.",
         func="assets.evaluate:run",
-        deps=("artifacts/split/{dataset}", "artifacts/train/{dataset}"),
+        deps=("artifacts/split/{dataset}", "artifacts/train/{dataset}", "artifacts/clickprompt/{dataset}",
+              "artifacts/msr/{dataset}", "artifacts/llm4msr/{dataset}", "artifacts/learn/{dataset}"),
         outs=("artifacts/evaluate/{dataset}",),
         params=("data.name", "evaluate"),
         code=("assets/evaluate.py", "models/metrics.py"),
