@@ -147,38 +147,52 @@ def pretrain_digest(params: Params) -> str:
     return params.digest(keys)
 
 
-def pretrain(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """PA-MLM for pretrain variant ``item`` (resumable); writes the ClickPrompt checkpoint."""
+def pamlm_objective(params: Params, vocab_sizes: dict[str, int], item: str):
+    """(PA-MLM objective, tokenizer, fresh MLM-head parameter names) of pretrain variant ``item``, built
+    from the public PLM weights and a fresh CTR model (seeded by ``clickprompt.pretrain.seed``)."""
     import torch
     from transformers import AutoTokenizer
 
-    from models.clickprompt import PAMLM, ClickPromptNet, PretrainConfig, load_masked_lm
+    from models.clickprompt import PAMLM, ClickPromptNet, load_masked_lm
+
+    _item(item, PRETRAIN_MODES, "clickprompt.pretrain.variants")
+    plm = _plm(params)
+    tokenizer = AutoTokenizer.from_pretrained(plm)
+    torch.manual_seed(int(params.get_path("clickprompt.pretrain.seed")))
+    mode = PRETRAIN_MODES[item]
+    plm_encoder, head, fresh = load_masked_lm(plm)
+    net = ClickPromptNet(_ctr(params, vocab_sizes), plm_encoder,
+                         int(params.get_path("clickprompt.num_prompts")) if mode else 0, mode or "layerwise")
+    objective = PAMLM(net, head, tokenizer.mask_token_id, tokenizer.all_special_ids, len(tokenizer),
+                      float(params.get_path("clickprompt.pretrain.mask_probability")), fresh)
+    return objective, tokenizer, fresh
+
+
+def pretrain_work_dir(params: Params, root: Path, item: str) -> Path:
+    """The resumable PA-MLM checkpoint folder of pretrain variant ``item``."""
+    return work_dir(root, PRETRAIN_STAGE, params.get_path("data.name"), item,
+                    int(params.get_path("clickprompt.pretrain.seed")), pretrain_digest(params))
+
+
+def pretrain(params: Params, root: Path, item: str) -> dict[str, Any]:
+    """PA-MLM for pretrain variant ``item`` (resumable); writes the ClickPrompt checkpoint."""
+    from models.clickprompt import PretrainConfig
     from models.clickprompt import pretrain as run_pretrain
 
     _item(item, PRETRAIN_MODES, "clickprompt.pretrain.variants")
     dataset = params.get_path("data.name")
     config = PretrainConfig.from_dict(_settings(params, "clickprompt.pretrain", PRETRAIN_ONLY))
     encoder, arrays = load_encoded(root, dataset)
-    plm = _plm(params)
-    tokenizer = AutoTokenizer.from_pretrained(plm)
+    objective, tokenizer, fresh = pamlm_objective(params, encoder.vocab_sizes, item)
     rows = subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.pretrain.rows"),
                      int(params.get_path("clickprompt.subsample_seed")))
     data = text_arrays(arrays["train"], texts(params, root, dataset)["train"], rows, tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     data.pop("label")  # PA-MLM sees no CTR label
-
-    torch.manual_seed(config.seed)
-    mode = PRETRAIN_MODES[item]
-    plm_encoder, head, fresh = load_masked_lm(plm)
-    net = ClickPromptNet(_ctr(params, encoder.vocab_sizes), plm_encoder,
-                         int(params.get_path("clickprompt.num_prompts")) if mode else 0, mode or "layerwise")
-    objective = PAMLM(net, head, tokenizer.mask_token_id, tokenizer.all_special_ids, len(tokenizer),
-                      float(params.get_path("clickprompt.pretrain.mask_probability")), fresh)
-    digest = pretrain_digest(params)
-    summary = run_pretrain(objective, data, work_dir(root, PRETRAIN_STAGE, dataset, item, config.seed, digest), config)
+    summary = run_pretrain(objective, data, pretrain_work_dir(params, root, item), config)
     with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / item) as tmp:
-        net.save(tmp, tokenizer)
-        write_json({"variant": item, "plm": params.get_path("clickprompt.plm"), "params_digest": digest,
+        objective.net.save(tmp, tokenizer)
+        write_json({"variant": item, "plm": params.get_path("clickprompt.plm"), "params_digest": pretrain_digest(params),
                     "fresh_head_params": fresh, **summary}, tmp / "summary.json")
     return {"variant": item, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
             "loss_last": summary["loss_last"], "seconds": summary["seconds"]}

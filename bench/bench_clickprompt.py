@@ -3,11 +3,18 @@ and the results tables of the real runs.
 
     python bench/bench_clickprompt.py [--threads 1] [--requests 300] [--train-steps 6]
     python bench/bench_clickprompt.py table --name NAME --base VARIANT STAGE/VARIANT ...
+    python bench/bench_clickprompt.py probe --name NAME [--root DIR] [--variant layerwise] [-S key=value ...]
 
 ``table`` scores the test predictions of the named variants (e.g. ``train/dcnv2``,
 ``clickprompt/clickprompt_wo_plm``) exactly as the evaluate stage does (assets.evaluate: AUC, LogLoss,
 RelaImpr vs ``--base``, the 2x2 long-tail segments of the paper's Table 6) and writes the tables into
 docs/RESULTS_CLICKPROMPT.md between markers named after ``--name``.
+
+``probe`` asks whether a PA-MLM run taught the PLM to read the prompts: it loads the run's resumable
+state (weights and MLM head; the params and overrides must name the same run) and compares the MLM
+loss on validation texts with each row's own prompts against the same masked texts with prompts
+generated from another row's ID features (the batch's ID fields rolled by one). Equal losses mean
+the prompts carry nothing the PLM uses yet.
 
 Three models on the real ML-100K features and texts (``artifacts/features``, ``artifacts/split``, the
 PLM of ``clickprompt.plm``):
@@ -144,9 +151,60 @@ def table(argv: list[str]) -> None:
     write_block(args.name, text)
 
 
+def probe(argv: list[str]) -> None:
+    """MLM loss and accuracy on validation texts with their own vs another row's prompts."""
+    from assets.clickprompt import pamlm_objective, pretrain_work_dir
+    from llm4ctr.params import parse_override
+
+    parser = argparse.ArgumentParser(prog="bench_clickprompt.py probe")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--root", default=str(ROOT))
+    parser.add_argument("--variant", default="layerwise")
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("-S", "--set", action="append", default=[])
+    args = parser.parse_args(argv)
+    apply_defaults()
+    torch.set_num_threads(args.threads)
+    root = Path(args.root)
+    params = load_params(args.params, dict(parse_override(s) for s in args.set))
+    dataset = params.get_path("data.name")
+    encoder, arrays = load_encoded(root, dataset)
+    objective, tokenizer, _ = pamlm_objective(params, encoder.vocab_sizes, args.variant)
+    state = torch.load(pretrain_work_dir(params, root, args.variant) / "state.pt", map_location="cpu", weights_only=True)
+    objective.load_state_dict(state["model"])
+    objective.eval()
+    rows = np.sort(np.random.default_rng(0).choice(len(arrays["valid"]["label"]), args.rows, replace=False))
+    data = text_arrays(arrays["valid"], texts(params, root, dataset)["valid"], rows, tokenizer,
+                       int(params.get_path("clickprompt.max_length")))
+    fields = list(encoder.vocab_sizes)
+    sums = {"own": np.zeros(3), "other": np.zeros(3)}  # loss * masked, correct, masked
+    with torch.inference_mode():
+        for i, start in enumerate(range(0, args.rows, 64)):
+            batch = {k: torch.as_tensor(v[start:start + 64]) for k, v in data.items() if k != "label"}
+            rolled = {**batch, **{f: batch[f].roll(1, dims=0) for f in fields}}
+            for name, b in (("own", batch), ("other", rolled)):
+                out = objective(b, generator=torch.Generator().manual_seed(i))  # the same masks for both
+                sums[name] += [float(out["loss"]) * out["masked"], float(out["accuracy"]) * out["masked"], out["masked"]]
+    result = {name: {"mlm_loss": v[0] / v[2], "mlm_accuracy": v[1] / v[2], "masked_tokens": int(v[2])}
+              for name, v in sums.items()}
+    result.update(step=int(state["step"]), rows=args.rows, overrides=args.set, root=str(root))
+    text = (f"PA-MLM probe `{args.name}` (step {state['step']}, {args.rows} validation texts, "
+            f"{result['own']['masked_tokens']} masked tokens): own prompts loss {result['own']['mlm_loss']:.4f} / "
+            f"accuracy {result['own']['mlm_accuracy']:.4f}; another row's prompts loss {result['other']['mlm_loss']:.4f} / "
+            f"accuracy {result['other']['mlm_accuracy']:.4f}.\n")
+    print(text)
+    print(json.dumps(result, indent=2))
+    write_block(f"probe_{args.name}", text)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["table"]:
         table(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["probe"]:
+        probe(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))

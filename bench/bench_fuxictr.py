@@ -10,17 +10,19 @@ defaults plus ``ctr.hparams``; lr, batch size, max epochs and early-stopping pat
 
 * Our side: models.features.FeatureEncoder -> models.ctr.build_model -> models.trainer.Trainer.
 * FuxiCTR side: bench/fuxictr_runner.py under bench/.venv-fuxictr (fuxictr 2.3.10 pins clash with
-  ours): FuxiCTR's FeatureProcessor, npz RankDataLoader and BaseModel.fit. It is given the raw string
-  columns (its own tokenizer builds the vocabularies; genres is a ``|``-separated sequence field)
-  except age and year, which arrive as OUR quantile-bucket ids: FuxiCTR 2.3.10's ``quantile_bucket``
-  processor fits edges but its transform leaves the raw numbers, so bucketizing it would not be
-  identical. The bench fails unless every field's vocabulary size on each side is the expected one.
+  ours): FuxiCTR's FeatureProcessor, npz RankDataLoader and BaseModel.fit. It reads copies of the
+  split files, raw strings in every field (its own tokenizer builds the vocabularies; genres is a
+  ``|``-separated sequence field) except age and year, which arrive as OUR quantile-bucket ids:
+  FuxiCTR 2.3.10's ``quantile_bucket`` processor fits edges but its transform leaves the raw numbers,
+  so bucketizing there would not be identical. The bench fails unless every field's vocabulary size
+  on each side is the expected one.
 
 Every (model, seed, side) run is its own child process, run one after the other (never concurrently),
 the side that goes first alternating per seed so machine noise hits both alike. Measured per run:
 test AUC and LogLoss (both sides' test predictions scored by models.metrics), train samples/s
 (training rows processed / pure training time: the epochs' forward, backward, optimizer steps and
-batching, without validation or checkpointing) and the child's peak RSS (``os.wait4`` rusage), plus
+batching, without validation or checkpointing; also per median epoch and per CPU-second, which
+machine load and warm-up distort less) and the child's peak RSS (``os.wait4`` rusage), plus
 its peak anonymous RSS sampled at 10 Hz from /proc: RSS also counts the pages of shared libraries
 the child touched, which grow with how hot those files are in the page cache (our venv's
 libtorch_cpu.so is used by every process on this machine, the FuxiCTR venv's copy is not).
@@ -170,8 +172,8 @@ def run_ours(config: dict, out_dir: Path) -> dict:
         "seed": config["seed"],
         "threads": torch.get_num_threads(),
         "train_rows": len(arrays["train"]["label"]) * len(wall),
-        "train_seconds": sum(wall),
-        "train_cpu_seconds": sum(cpu),
+        "epoch_seconds": wall,
+        "epoch_cpu_seconds": cpu,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
         "valid_auc": result.best_auc,
@@ -199,6 +201,7 @@ def run_child(side: str, config: dict, run_dir: Path, fuxictr_python: Path) -> d
     """One run in a fresh child process; returns its result record plus the parent-measured peak RSS."""
     config_path = run_dir / "config.json"
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "result.json").unlink(missing_ok=True)  # never let a crashed run leave an older result behind
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     if side == "ours":
         cmd = [sys.executable, str(Path(__file__).resolve()), "_ours", str(config_path), str(run_dir)]
@@ -246,7 +249,7 @@ def cached(run_dir: Path, config: dict) -> dict | None:
         result = json.loads((run_dir / "result.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return result if same and "peak_anon_mb" in result and "train_cpu_seconds" in result else None
+    return result if same and "peak_anon_mb" in result and "epoch_cpu_seconds" in result else None
 
 
 def score(result: dict, run_dir: Path, test_labels: np.ndarray) -> dict:
@@ -257,9 +260,12 @@ def score(result: dict, run_dir: Path, test_labels: np.ndarray) -> dict:
     if not np.array_equal(labels, test_labels):
         raise RuntimeError(f"{run_dir}: test labels differ from the split file's (rows reordered or dropped)")
     pred = np.load(run_dir / "test_pred.npy").astype(np.float64).ravel()
+    per_epoch = result["train_rows"] / result["epochs"]
     return {**result, "test_auc": auc(labels, pred), "test_logloss": logloss(labels, pred),
-            "samples_per_s": result["train_rows"] / result["train_seconds"],
-            "samples_per_cpu_s": result["train_rows"] / result["train_cpu_seconds"]}
+            "train_seconds": sum(result["epoch_seconds"]),
+            "samples_per_s": result["train_rows"] / sum(result["epoch_seconds"]),
+            "median_epoch_samples_per_s": per_epoch / float(np.median(result["epoch_seconds"])),
+            "samples_per_cpu_s": result["train_rows"] / sum(result["epoch_cpu_seconds"])}
 
 
 def check_vocab(result: dict, expected: dict[str, int]) -> None:
@@ -281,6 +287,7 @@ def _side_stats(runs: list[dict]) -> dict:
     return {
         "auc": [r["test_auc"] for r in runs], "logloss": [r["test_logloss"] for r in runs],
         "sps": float(np.mean([r["samples_per_s"] for r in runs])),
+        "median_sps": float(np.mean([r["median_epoch_samples_per_s"] for r in runs])),
         "cpu_sps": float(np.mean([r["samples_per_cpu_s"] for r in runs])),
         "rss": float(np.max([r["child_peak_rss_mb"] for r in runs])),
         "anon": float(np.max([r["peak_anon_mb"] for r in runs])),
@@ -291,25 +298,27 @@ def _side_stats(runs: list[dict]) -> dict:
 
 def summarize(runs: list[dict], models: list[str]) -> str:
     """The markdown tables: both sides per model (mean ± std over seeds), then ratios against the targets."""
-    side_rows = ["| model | side | test AUC | test LogLoss | train samples/s | samples per CPU-s | peak RSS (MB) "
-                 "| peak anon RSS (MB) | epochs (best) | params |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+    side_rows = ["| model | side | test AUC | test LogLoss | train samples/s | median epoch samples/s "
+                 "| samples per CPU-s | peak RSS (MB) | peak anon RSS (MB) | epochs (best) | params |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
     ratio_rows = ["| model | ΔAUC ours − FuxiCTR (target ≥ −0.001) | samples/s ours/FuxiCTR (≥ 1.0x) "
-                  "| per CPU-s ours/FuxiCTR | peak RSS ours/FuxiCTR (≤ 1.0x) | peak anon RSS ours/FuxiCTR |",
-                  "|---|---|---|---|---|---|"]
+                  "| median epoch | per CPU-s | peak RSS ours/FuxiCTR (≤ 1.0x) | peak anon RSS |",
+                  "|---|---|---|---|---|---|---|"]
     mark = {True: "pass", False: "**FAIL**"}
     for model in models:
         stats = {side: _side_stats([r for r in runs if r["model"] == model and r["side"] == side]) for side in SIDES}
         for side, st in stats.items():
             side_rows.append(f"| {model} | {side} | {_mean_std(st['auc'])} | {_mean_std(st['logloss'])} | "
-                             f"{st['sps']:,.0f} | {st['cpu_sps']:,.0f} | {st['rss']:,.0f} | {st['anon']:,.0f} | "
+                             f"{st['sps']:,.0f} | {st['median_sps']:,.0f} | {st['cpu_sps']:,.0f} | "
+                             f"{st['rss']:,.0f} | {st['anon']:,.0f} | "
                              f"{st['epochs']} | {st['params']:,} |")
         ours, fux = stats["ours"], stats["fuxictr"]
         d_auc = float(np.mean(ours["auc"]) - np.mean(fux["auc"]))
         speed, rss = ours["sps"] / fux["sps"], ours["rss"] / fux["rss"]
         ratio_rows.append(f"| {model} | {d_auc:+.4f} {mark[d_auc >= -AUC_TOLERANCE]} "
                           f"| {speed:.2f}x {mark[speed >= 1.0]} "
-                          f"| {ours['cpu_sps'] / fux['cpu_sps']:.2f}x | {rss:.2f}x {mark[rss <= 1.0]} "
+                          f"| {ours['median_sps'] / fux['median_sps']:.2f}x | {ours['cpu_sps'] / fux['cpu_sps']:.2f}x "
+                          f"| {rss:.2f}x {mark[rss <= 1.0]} "
                           f"| {ours['anon'] / fux['anon']:.2f}x |")
     return "\n".join(side_rows + [""] + ratio_rows)
 
@@ -326,15 +335,17 @@ def per_seed_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(runs: list[dict], models: list[str], info: dict, command: str, uptimes: tuple[str, str],
-           wall: float) -> str:
-    """The generated part of docs/RESULTS_FUXICTR.md: command, machine, setup, tables."""
+def report(runs: list[dict], models: list[str], info: dict, command: str) -> str:
+    """The generated part of docs/RESULTS_FUXICTR.md: command, machine, setup, tables. Load and wall time
+    come from the run records, so re-rendering from finished runs reproduces the same text."""
     import torch
 
     probe = "import fuxictr, torch; print(fuxictr.__version__, torch.__version__)"
     versions = subprocess.run([str(info["fuxictr_python"]), "-c", probe], capture_output=True, text=True,
                               env=child_env(1)).stdout.split() or ["?", "?"]
     fields = ", ".join(f["name"] for f in info["fields"])
+    loads = [r[key] for r in runs for key in ("load_before", "load_after")]
+    wall = sum(r["wall_seconds"] for r in runs)
     return "\n".join([
         BEGIN,
         f"Command (from the repository root; `make bench-fuxictr` runs it with no arguments): `{command}`",
@@ -342,8 +353,9 @@ def report(runs: list[dict], models: list[str], info: dict, command: str, uptime
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
         f"{platform.python_version()}; ours torch {torch.__version__}, FuxiCTR {versions[0]} with torch {versions[1]}; "
         f"{info['threads']} torch thread(s) per side, FuxiCTR DataLoader num_workers={info['num_workers']}; "
-        f"runs one at a time, side order alternating per seed; bench wall time {wall / 60:.1f} min.",
-        f"Load (`uptime`) before: `{uptimes[0]}`; after: `{uptimes[1]}`.",
+        f"runs one at a time, side order alternating per seed; {wall / 60:.1f} min of runs. 1-minute load "
+        f"average (`uptime`) at the start and end of each run: {min(loads):.1f}-{max(loads):.1f} on "
+        f"{os.cpu_count()} cores (per run in the per-seed table).",
         "",
         f"Data: `artifacts/split/{info['dataset']}/` ({info['rows']}); fields {fields} (genres a `|`-sequence, "
         f"mean-pooled; age/year {info['n_bins']} quantile buckets), min_count {info['min_count']}. Vocabulary sizes, "
@@ -353,7 +365,10 @@ def report(runs: list[dict], models: list[str], info: dict, command: str, uptime
         f"Matched hyper-parameters: {json.dumps({m: info['hparams'][m] for m in models})}.",
         "",
         f"Mean ± std over seeds {', '.join(str(s) for s in info['seeds'])}; throughputs are means over seeds, "
-        "memory the max over seeds.",
+        "memory the max over seeds. Train samples/s = training rows processed / pure training time (all epochs, "
+        "no evaluation or checkpointing), the issue's measure; median epoch samples/s uses each run's median epoch "
+        "(no first-epoch warm-up, runs of different length compare fairly); samples per CPU-s divides by the "
+        "process's CPU time instead of wall time (less sensitive to other jobs on the shared CPU).",
         "",
         summarize(runs, models),
         "",
@@ -424,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             "data": {s: str(args.work / "data" / f"{s}.parquet") for s in splits}}
     hparams = {model: matched_config(params, model) for model in args.models}
 
-    uptime_before, started, runs = uptime(), time.perf_counter(), []
-    print(f"load before: {uptime_before}", flush=True)
+    runs = []
+    print(f"load before: {uptime()}", flush=True)
     for i, seed in enumerate(seeds):
         for model in args.models:
             for side in SIDES if i % 2 == 0 else SIDES[::-1]:
@@ -445,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     info = {**base, "fuxictr_python": args.fuxictr_python, "seeds": seeds, "vocab_sizes": expected_vocab,
             "n_bins": params.get_path("features.n_bins"), "hparams": hparams,
             "rows": ", ".join(f"{s} {len(f):,}" for s, f in splits.items())}
-    generated = report(runs, args.models, info, command, (uptime_before, uptime()), time.perf_counter() - started)
-    write_results(args.results, generated)
+    print(f"load after: {uptime()}", flush=True)
+    write_results(args.results, report(runs, args.models, info, command))
     print("\n" + summarize(runs, args.models))
     print(f"\nwritten to {args.results}")
     return 0

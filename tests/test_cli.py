@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from orchestration.cli import app
 
 runner = CliRunner()
-COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary"]
+COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary", "profile"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -62,3 +62,28 @@ def test_missing_upstream_output_names_the_file(tmp_path):
     out = _cli("stage", "split", cwd=tmp_path)
     assert out.returncode == 2
     assert "artifacts/ingest/ml-100k/interactions.parquet: not found" in out.stderr
+
+
+def test_paper_profile_overrides_only_existing_params():
+    from pathlib import Path
+
+    import yaml
+
+    from llm4ctr.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    overrides = yaml.safe_load((root / "profiles" / "paper.yaml").read_text())
+    missing = [key for key in overrides if params.get_path(key, default=KeyError) is KeyError]
+    assert not missing, f"profiles/paper.yaml names params that params.yaml lacks: {missing}"
+    out = _cli("profile", "paper", cwd=root)
+    assert out.returncode == 0
+    assert "-S data.name=ml-1m" in out.stdout and "-S split.method=global_time" in out.stdout
+
+
+def test_unknown_profile_lists_the_known_ones(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "paper.yaml").write_text("data.name: ml-1m\n")
+    out = _cli("profile", "nope", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "no such profile (known: paper)" in out.stderr

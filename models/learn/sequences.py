@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -72,11 +73,10 @@ def sample_windows(seqs: UserSequences, history_len: int, target_len: int,
 
 def histories_before(seqs: UserSequences, users, times, history_len: int) -> np.ndarray:
     """[N, history_len]: each row's user's last training items strictly before the row's time."""
-    users = np.asarray(users, dtype=object)
     times = np.asarray(times, dtype=np.int64)
-    out = np.zeros((len(users), history_len), dtype=np.int64)
-    for user in np.unique(users):
-        rows = np.flatnonzero(users == user)
+    out = np.zeros((len(times), history_len), dtype=np.int64)
+    groups = pd.Series(np.arange(len(times))).groupby(np.asarray(users, dtype=object)).indices
+    for user, rows in groups.items():
         if user not in seqs.items:
             continue
         seq, seq_times = seqs.items[user], seqs.times[user]

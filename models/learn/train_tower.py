@@ -102,11 +102,14 @@ def seen_matrix(seqs: UserSequences, user_rows: dict[str, int], num_items: int) 
 
 @torch.inference_mode()
 def embed_users(model: TwinTower, history: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
-    """[N, D] user embeddings of [N, H] histories (zeros for empty ones)."""
+    """[N, D] user embeddings of [N, H] histories (zeros for empty ones); each distinct history runs once."""
     model.eval()
-    history_t = torch.as_tensor(history, dtype=torch.long)
+    if len(history) == 0:
+        return torch.zeros(0, model.output_dim)
+    distinct, inverse = np.unique(np.asarray(history), axis=0, return_inverse=True)
+    history_t = torch.as_tensor(distinct, dtype=torch.long)
     parts = [model.user_embedding(history_t[i:i + batch_size]) for i in range(0, len(history_t), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, model.output_dim)
+    return torch.cat(parts)[torch.as_tensor(inverse.reshape(-1))]
 
 
 @torch.inference_mode()
