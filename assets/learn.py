@@ -36,6 +36,7 @@ label-1 rows make sequences and retrieval targets).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ TOWER_KEYS = ("data.name", "train.seeds", "evaluate.longtail_share", "learn.sequ
               "learn.tower", "learn.tower_train")
 RANKER_KEYS = (*TOWER_KEYS, "features", "ctr", "train", "learn.ranker")
 EMBEDDINGS = "embeddings.safetensors"
+RUNTIME_KEYS = {"seeds", "progress", "num_threads"}  # settings that leave one seed's result unchanged
 K = 10
 
 
@@ -164,8 +166,17 @@ def build_tower(params: Params, name: str, catalogue: Catalogue, content, max_le
 
 
 def _digest(params: Params, keys: tuple[str, ...], data: bytes = b"") -> str:
-    """Keys a resumable work folder: the params it depends on and the input data (embeddings) it read."""
-    return hashlib.sha256(params.digest(list(keys)).encode() + data).hexdigest()[:12]
+    """Keys one seed's resumable work folder: the params it depends on and the input data (embeddings)
+    it read, leaving out what cannot change that seed's result (the list of seeds, progress bars,
+    thread counts), so seeds run as separate processes resume into the same folders."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in RUNTIME_KEYS}
+        return value
+
+    values = {k: strip(v) for k, v in params.subset(list(keys)).items() if k.rsplit(".", 1)[-1] not in RUNTIME_KEYS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode() + data).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------- stage learn_tower

@@ -27,10 +27,11 @@ PLM of ``clickprompt.plm``):
 
 Measured, with the models taking turns so machine noise (a shared 2-core CPU) hits all alike:
 per-sample inference latency (one request = one row, the ID fields and for the PLM path its
-tokenized text; median and p90 over ``--requests``), batched inference throughput (rows/s at 256)
-and training throughput (samples/s over ``--train-steps`` AdamW steps at each path's training batch
-size: ``train.batch_size`` for the CTR-only paths, ``clickprompt.finetune.train.batch_size`` for the
-PLM path, PLM frozen as in ``clickprompt.finetune.plm_lr``). The table goes to stdout and into
+tokenized text; median and p90 over ``--requests``), batched inference throughput (rows/s of a
+``--batch``-row call, median over ``--rounds``) and training throughput (samples/s of the median of
+``--train-steps`` AdamW steps at each path's training batch size: ``train.batch_size`` for the
+CTR-only paths, ``clickprompt.finetune.train.batch_size`` for the PLM path, PLM frozen as in
+``clickprompt.finetune.plm_lr``). Medians, because the machine is shared. The table goes to stdout and into
 docs/RESULTS_CLICKPROMPT.md between markers (text around them is kept).
 """
 
@@ -211,6 +212,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=64, help="rows per batched-inference call")
+    parser.add_argument("--rounds", type=int, default=7, help="batched-inference calls per path")
     parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value")
     args = parser.parse_args()
     apply_defaults()
@@ -231,7 +234,7 @@ def main() -> None:
     max_length = int(params.get_path("clickprompt.max_length"))
     split_texts = texts(params, ROOT, dataset)
     rng = np.random.default_rng(0)
-    test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests, 256), replace=False))
+    test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests, args.batch), replace=False))
     test = text_arrays(arrays["test"], split_texts["test"], test_rows, tokenizer, max_length)
     sizes = {"dcnv2": int(params.get_path("train.batch_size")), "clickprompt_wo_plm": int(params.get_path("train.batch_size")),
              "clickprompt_with_plm": int(params.get_path("clickprompt.finetune.train.batch_size"))}
@@ -250,19 +253,20 @@ def main() -> None:
                 torch.sigmoid(model(batch)["logit"])
                 if i >= 5:
                     latency[name].append(time.perf_counter() - started)
-        throughput = {}
-        for name, model in models.items():
-            batch = batch_of(test, np.arange(256), text[name])
-            model(batch)
-            started = time.perf_counter()
-            model(batch)
-            throughput[name] = 256 / (time.perf_counter() - started)
+        timings = {name: [] for name in models}  # batched inference, interleaved rounds
+        for _ in range(args.rounds + 1):  # round 0 warms up
+            for name, model in models.items():
+                batch = batch_of(test, np.arange(args.batch), text[name])
+                started = time.perf_counter()
+                model(batch)
+                timings[name].append(time.perf_counter() - started)
+        throughput = {name: args.batch / float(np.median(t[1:])) for name, t in timings.items()}
 
     train_speed = {}
     for name, model in models.items():
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        size, seconds = sizes[name], 0.0
+        size, steps = sizes[name], []
         for step in range(args.train_steps + 1):  # step 0 warms up
             batch = batch_of(train, np.arange(step * size, (step + 1) * size), text[name])
             label = torch.as_tensor(train["label"][step * size:(step + 1) * size], dtype=torch.float32)
@@ -271,16 +275,15 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if step:
-                seconds += time.perf_counter() - started
-        train_speed[name] = size * args.train_steps / seconds
+            steps.append(time.perf_counter() - started)
+        train_speed[name] = size / float(np.median(steps[1:]))
 
     rows = []
     for name, model in models.items():
         ms = np.array(latency[name]) * 1000
         rows.append({"path": name, "params": sum(p.numel() for p in model.parameters()),
                      "latency_ms_p50": float(np.median(ms)), "latency_ms_p90": float(np.percentile(ms, 90)),
-                     "rows_per_s_batch256": throughput[name], "train_batch": sizes[name],
+                     "rows_per_s_batched": throughput[name], "inference_batch": args.batch, "train_batch": sizes[name],
                      "train_samples_per_s": train_speed[name], "source": sources[name]})
     same_class = type(models["clickprompt_wo_plm"]) is type(models["dcnv2"]) if "clickprompt_wo_plm" in models else None
     markdown = "\n".join([
@@ -289,10 +292,10 @@ def main() -> None:
         f"{params.get_path('clickprompt.plm')} ({plm.config.num_hidden_layers} layers, hidden {plm.config.hidden_size}), "
         f"K = {params.get_path('clickprompt.num_prompts')}, PLM frozen in training: {float(params.get_path('clickprompt.finetune.plm_lr')) == 0}.",
         f"w/o-PLM model class = DCNv2 class: {same_class}.", "",
-        "| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch 256) | train batch | train samples/s |",
+        f"| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch {args.batch}) | train batch | train samples/s |",
         "|---|---|---|---|---|---|---|",
         *(f"| {r['path']} | {r['params']:,} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | "
-          f"{r['rows_per_s_batch256']:,.0f} | {r['train_batch']} | {r['train_samples_per_s']:,.0f} |" for r in rows),
+          f"{r['rows_per_s_batched']:,.0f} | {r['train_batch']} | {r['train_samples_per_s']:,.0f} |" for r in rows),
     ]) + "\n"
     print(markdown)
     print(json.dumps(rows, indent=2))

@@ -37,7 +37,7 @@ def _params(tmp: Path, **over) -> Params:
             "subsample_seed": 0,
             "pretrain": {"variants": ["layerwise"], "rows": 300, "mask_probability": 0.15, "new_lr": 1e-3, "plm_lr": 1e-3,
                          "batch_size": 64, "epochs": 1, "max_steps": 3, "warmup": 0.0, "checkpoint_every": 2,
-                         "progress": False},
+                         "seed": 0, "progress": False},
             "finetune": {"variants": ["clickprompt_wo_plm", "clickprompt_with_plm"], "rows": 300, "valid_rows": 40,
                          "plm_seeds": [5],
                          "pooling": "cls", "plm_lr": 0.0, "head_units": [8], "alpha": 0.5,

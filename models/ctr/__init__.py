@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import json
 
+from torch import nn
+
 from llm4ctr.errors import ParamsError
 from models.ctr.autoint import AutoInt
 from models.ctr.base import CTRModel
@@ -45,6 +47,7 @@ def build_model(name: str, vocab_sizes: dict[str, int], **hparams) -> CTRModel:
     if unknown:
         raise ParamsError(f"model '{name}': unknown hyper-parameter(s) {unknown}; valid: {sorted(allowed)}")
     model = _model_class(name)(vocab_sizes, **hparams)
+    model.apply(_init_dense)
     # JSON-normalised (tuples -> lists) so a config read back from a checkpoint compares equal
     sizes = {field: int(size) for field, size in vocab_sizes.items()}
     model.build_config = json.loads(json.dumps({"name": name.lower(), "vocab_sizes": sizes, "hparams": hparams}))
@@ -62,3 +65,17 @@ __all__ = [
     "DCN", "DNN", "FGCNN", "FM", "IPNN", "MODELS", "AutoInt", "CTRModel", "DCNv2", "DeepFM", "FiGNN", "XDeepFM",
     "build_model", "hyperparameters",
 ]
+
+
+def _init_dense(module: nn.Module) -> None:
+    """Xavier-normal weights and zero biases for dense layers (embeddings keep their own init).
+
+    With torch's default Linear init, validation AUC plateaued around epoch 2 on ML-100K and
+    early stopping cut 4 of 9 DNN/DCNv2 runs there (docs/RESULTS_FUXICTR.md); FuxiCTR's
+    Xavier init trains past the plateau: DNN 0.7776 -> 0.7869, DCNv2 0.7786 -> 0.7855 test AUC.
+    """
+    if type(module) in (nn.Linear, nn.Conv1d):
+        nn.init.xavier_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
