@@ -54,7 +54,7 @@ from assets.clickprompt import PRETRAIN_STAGE, STAGE, text_arrays, texts  # noqa
 from assets.features import load_encoded  # noqa: E402
 from assets.pretrained import resolve  # noqa: E402
 from assets.train import model_hparams  # noqa: E402
-from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.atomic import replace_block  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
@@ -98,18 +98,6 @@ def batch_of(data: dict[str, np.ndarray], rows: np.ndarray, text: bool) -> dict[
     return {k: torch.as_tensor(data[k][rows]) for k in keys}
 
 
-def write_block(name: str, text: str) -> None:
-    """Replace (or append) the block between this name's markers in docs/RESULTS_CLICKPROMPT.md."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# ClickPrompt results\n"
-    block = f"{begin}\n{text}{end}"
-    if begin in current and end in current:
-        current = current.split(begin)[0] + block + current.split(end, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text(RESULTS, current)
-
-
 def table(argv: list[str]) -> None:
     """Score the named variants' test predictions like the evaluate stage; write the tables."""
     import pandas as pd
@@ -149,7 +137,7 @@ def table(argv: list[str]) -> None:
         k: int(((lt_user == u) & (lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
     text = evaluate.results_markdown(dataset, results, args.base, segments)
     print(text)
-    write_block(args.name, text)
+    replace_block(RESULTS, args.name, text)
 
 
 def probe(argv: list[str]) -> None:
@@ -197,7 +185,7 @@ def probe(argv: list[str]) -> None:
             f"accuracy {result['other']['mlm_accuracy']:.4f}.\n")
     print(text)
     print(json.dumps(result, indent=2))
-    write_block(f"probe_{args.name}", text)
+    replace_block(RESULTS, f"probe_{args.name}", text)
 
 
 def main() -> None:
@@ -299,7 +287,7 @@ def main() -> None:
     ]) + "\n"
     print(markdown)
     print(json.dumps(rows, indent=2))
-    write_block("bench_clickprompt", f"{markdown}\n```json\n{json.dumps(rows, indent=2)}\n```\n")
+    replace_block(RESULTS, "bench_clickprompt", f"{markdown}\n```json\n{json.dumps(rows, indent=2)}\n```\n")
 
 
 if __name__ == "__main__":

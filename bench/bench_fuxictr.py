@@ -52,7 +52,6 @@ RESULTS = ROOT / "docs" / "RESULTS_FUXICTR.md"
 WORK = ROOT / "artifacts" / ".work" / "bench-fuxictr"
 MODELS = ("dnn", "deepfm", "dcnv2")
 SIDES = ("ours", "fuxictr")
-BEGIN, END = "<!-- bench_fuxictr:begin -->", "<!-- bench_fuxictr:end -->"
 # targets of issue 3: AUC within 0.001 of FuxiCTR's (mean over seeds), speed >= 1.0x, memory no higher
 AUC_TOLERANCE = 0.001
 
@@ -347,7 +346,6 @@ def report(runs: list[dict], models: list[str], info: dict, command: str) -> str
     loads = [r[key] for r in runs for key in ("load_before", "load_after")]
     wall = sum(r["wall_seconds"] for r in runs)
     return "\n".join([
-        BEGIN,
         f"Command (from the repository root; `make bench-fuxictr` runs it with no arguments): `{command}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
@@ -377,21 +375,7 @@ def report(runs: list[dict], models: list[str], info: dict, command: str) -> str
         per_seed_table(runs),
         "",
         "</details>",
-        END,
     ])
-
-
-def write_results(path: Path, generated: str) -> None:
-    """Replace the generated block of ``path`` (or create the file); hand-written text around it stays."""
-    from llm4ctr.atomic import write_text
-
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + generated + rest.split(END, 1)[1]
-    else:
-        text = "# Our CTR zoo vs FuxiCTR (issue 3)\n\n" + generated + "\n"
-    write_text(path, text)
 
 
 def uptime() -> str:
@@ -461,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
             "n_bins": params.get_path("features.n_bins"), "hparams": hparams,
             "rows": ", ".join(f"{s} {len(f):,}" for s, f in splits.items())}
     print(f"load after: {uptime()}", flush=True)
-    write_results(args.results, report(runs, args.models, info, command))
+    from llm4ctr.atomic import replace_block
+
+    replace_block(args.results, "bench_fuxictr", report(runs, args.models, info, command))
     print("\n" + summarize(runs, args.models))
     print(f"\nwritten to {args.results}")
     return 0

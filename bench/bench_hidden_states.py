@@ -21,7 +21,6 @@ bench/results_hidden_states.md (and .json next to it).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -39,26 +38,13 @@ from llm4ctr.params import load_params  # noqa: E402
 
 DATASET = "ml-100k"
 MODEL = "SmolLM2-135M-Instruct"
-# the sections this stage needs, used where params.yaml does not have them (yet)
-PROPOSED = {
-    "prompts": {"config": "configs/prompts.yaml", "recent_n": 20},
-    "llm": {"name": MODEL},
-    "plm": {"name": "all-MiniLM-L6-v2"},
-    "hidden_states": {
-        "store": None, "device": "auto", "dtype": "auto", "batch_size": 16, "max_length": 512, "shard_size": 1024,
-        "user": {"model": "llm", "pooling": "last_token"},
-        "scenario": {"model": "llm", "pooling": "last_token"},
-        "item": {"model": "llm", "pooling": "mean"},
-    },
-}  # fmt: skip
 
 
 def params_for(work: Path, store: str):
-    """params.yaml with the bench's dataset and store; missing sections filled from PROPOSED."""
+    """params.yaml with the bench's dataset, the default LLM and a store under ``work``."""
     params = load_params(ROOT / "params.yaml")
-    for key, value in PROPOSED.items():
-        params.setdefault(key, copy.deepcopy(value))
     params["data"]["name"] = DATASET
+    params["llm"]["name"] = MODEL
     params["prompts"]["config"] = str(ROOT / params["prompts"]["config"])
     params["hidden_states"]["store"] = str(work / store)
     return params

@@ -32,12 +32,11 @@ from assets.learn import TOWER_STAGE, Catalogue, interactions, training_sequence
 from assets.learn import STAGE as LEARN_STAGE  # noqa: E402
 from assets.runs import PREDICTIONS  # noqa: E402
 from assets.split import load_splits  # noqa: E402
-from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.atomic import replace_block, write_text  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
 
 RESULTS = ROOT / "docs" / "RESULTS_LEARN.md"
-BEGIN, END = "<!-- BEGIN bench_learn -->", "<!-- END bench_learn -->"
 FREQ_BINS = [(0, 0, "cold (0)"), (1, 5, "1-5"), (6, 20, "6-20"), (21, 50, "21-50"), (51, 10**9, ">50")]
 RETRIEVAL_KEYS = ["recall@10", "ndcg@10", "lt_item_recall@10", "lt_item_ndcg@10", "cold_item_recall@10"]
 
@@ -158,13 +157,7 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"learn-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps({"retrieval": retrieval, "ranking": ranking}, indent=2, default=float))
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# LEARN results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + f"{BEGIN}\n{block}{END}" + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{block}{END}\n"
-    write_text(RESULTS, text)
+    replace_block(RESULTS, "bench_learn", block)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from assets.features import load_encoded  # noqa: E402
 from assets.llm4msr import BASELINE_STAGE, STAGE, model_hparams, scenario_table  # noqa: E402
 from assets.prompts import scenario_stats  # noqa: E402
 from assets.split import load_splits  # noqa: E402
-from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.atomic import replace_block  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
@@ -234,18 +234,6 @@ def table(args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace the text between this section's markers in docs/RESULTS_LLM4MSR.md (append when absent)."""
-    begin, end = f"<!-- bench_llm4msr:{name}:begin -->", f"<!-- bench_llm4msr:{name}:end -->"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# LLM4MSR results\n"
-    block = f"{begin}\n{body}{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    write_text(RESULTS, text)
-
-
 def main() -> None:
     apply_defaults()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -256,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     body = table(args) if args.what == "table" else bench(args)
     print(body)
-    write_section(args.what, body)
+    replace_block(RESULTS, f"bench_llm4msr {args.what}", body)
 
 
 if __name__ == "__main__":

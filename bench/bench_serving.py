@@ -48,14 +48,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.atomic import replace_block  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
 from llm4ctr.params import Params, load_params, parse_override, set_path  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
 from serving.launcher import bentoml_serve  # noqa: E402
 
 RESULTS = ROOT / "docs" / "RESULTS_SERVING.md"
-BEGIN, END = "<!-- BEGIN bench_serving -->", "<!-- END bench_serving -->"
 TARGETS = {"p99_ms": 10.0, "req_per_s": 1000.0, "batch_ms": 50.0}
 
 
@@ -214,7 +213,7 @@ def with_overrides(params, overrides: dict):
 
 def drift_demo(host: str, port: int, params, root: Path, test: pd.DataFrame, fields: list[str], log_root: Path) -> str:
     """Serve unshifted then age-shifted test traffic; run the drift stage on each; a markdown summary."""
-    from assets.drift import metadata, run as run_drift
+    from assets.drift import run as run_drift
     from assets.split import load_splits
     from models.metrics import longtail_mask
 
@@ -358,13 +357,7 @@ def main() -> None:
     figures = {"served": served, "offline": offline}
     print(json.dumps(figures, indent=2))
     if not args.no_write:
-        current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Serving results\n"
-        block = f"{BEGIN}\n{text}\n```json\n{json.dumps(figures, indent=2)}\n```\n{END}"
-        if BEGIN in current and END in current:
-            current = current.split(BEGIN)[0] + block + current.split(END, 1)[1]
-        else:
-            current = current.rstrip("\n") + "\n\n" + block + "\n"
-        write_text(RESULTS, current)
+        replace_block(RESULTS, "bench_serving", f"{text}\n```json\n{json.dumps(figures, indent=2)}\n```")
 
 
 if __name__ == "__main__":

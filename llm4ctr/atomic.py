@@ -68,3 +68,22 @@ def write_text(target: str | os.PathLike, text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``target``."""
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def replace_block(path: str | Path, name: str, body: str) -> None:
+    """Replace the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in the markdown file
+    ``path`` with ``body`` (appending the marked block when absent, creating the file when missing).
+
+    Generated figures (evaluation tables, bench results) live in such blocks inside hand-written docs;
+    the rest of the file is kept byte for byte. The write is atomic.
+    """
+    path = Path(path)
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{begin}\n{body.rstrip(chr(10))}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + block + "\n"
+    write_text(path, text)

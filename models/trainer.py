@@ -26,33 +26,33 @@ import logging
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.settings import Settings
+from models.checkpoint import BEST_WEIGHTS, MODEL_CONFIG, restore, save_weights
 from models.ctr import CTRModel, build_model
 from models.metrics import auc, logloss
 
 log = logging.getLogger(__name__)
 
-MODEL_CONFIG = "model.json"
-BEST_WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 HISTORY = "history.json"
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Optimisation and runtime settings (the ``train`` section of params.yaml).
 
     ``batch_size`` is global: under DDP each of the W ranks takes ``batch_size // W`` rows per step.
@@ -74,21 +74,12 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Build from a params mapping (params.yaml's ``train`` section); unknown keys raise ParamsError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParamsError(f"train: unknown setting(s) {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+    SECTION = "train"
 
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ParamsError(f"train.device: expected one of {DEVICES}, got {self.device!r}")
-        for name in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise ParamsError(f"train.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("batch_size", "eval_batch_size", "max_epochs", "patience")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ParamsError(f"train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -110,20 +101,13 @@ def save_model(model: CTRModel, directory: str | Path) -> None:
     """Write ``model.json`` (name, vocab_sizes, hparams) and ``model.safetensors`` into ``directory``."""
     directory = Path(directory)
     write_text(directory / MODEL_CONFIG, json.dumps(_build_config(model), indent=2))
-    _save_weights(model, directory / BEST_WEIGHTS)
+    save_weights(model, directory / BEST_WEIGHTS)
 
 
 def load_model(directory: str | Path, map_location: str = "cpu") -> CTRModel:
-    """Rebuild the model saved in ``directory`` (by :func:`save_model` or a Trainer), in eval mode."""
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
-        weights = load_file(directory / BEST_WEIGHTS, device=map_location)
-    except FileNotFoundError as exc:
-        raise DataError(f"{directory}: not a model checkpoint ({exc.filename} missing)") from None
-    model = build_model(config["name"], config["vocab_sizes"], **config["hparams"])
-    model.load_state_dict(weights)
-    return model.to(map_location).eval()
+    """Rebuild the zoo model saved in ``directory`` (by :func:`save_model` or a Trainer), in eval mode."""
+    return restore(directory, lambda rec: build_model(rec["name"], rec["vocab_sizes"], **rec["hparams"]),
+                   map_location)
 
 
 def _build_config(model: nn.Module) -> dict:
@@ -136,12 +120,6 @@ def _build_config(model: nn.Module) -> dict:
 def _model_identity(model: nn.Module) -> dict:
     """What a checkpoint records to refuse resuming into another model: the build config, else the class."""
     return getattr(model, "build_config", None) or {"name": type(model).__qualname__}
-
-
-def _save_weights(model: nn.Module, path: Path) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_file(path) as tmp:
-        save_file(tensors, str(tmp))
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -262,7 +240,7 @@ class Trainer:
         state["history"].append(row)
         if row["valid_auc"] > state["best_auc"]:
             state.update(best_auc=row["valid_auc"], best_logloss=row["valid_logloss"], best_epoch=epoch, bad_epochs=0)
-            _save_weights(self.model, ckpt_dir / BEST_WEIGHTS)
+            save_weights(self.model, ckpt_dir / BEST_WEIGHTS)
         else:
             state["bad_epochs"] += 1
         state["stopped_early"] = state["bad_epochs"] >= self.config.patience

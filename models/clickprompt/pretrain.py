@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file
 from llm4ctr.errors import ParamsError
+from llm4ctr.settings import Settings
 from models.clickprompt.pamlm import PAMLM
 from models.trainer import _derive_seed, _epoch_rows, _resolve_device, _to_tensors
 
@@ -35,7 +36,7 @@ RUNTIME = ("device", "num_threads", "progress", "checkpoint_every", "log_every",
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Settings):
     """PA-MLM settings (params.yaml ``clickprompt.pretrain``).
 
     ``new_lr``: CTR model, prompt generator and freshly initialised MLM-head parts; ``plm_lr``: the
@@ -62,18 +63,10 @@ class PretrainConfig:
     stop_at: int = 0
     progress: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParamsError(f"clickprompt.pretrain: unknown setting(s) {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+    SECTION = "clickprompt.pretrain"
 
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ParamsError(f"clickprompt.pretrain.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("batch_size", "epochs", "checkpoint_every", "log_every")
         if not 0 <= self.warmup < 1:
             raise ParamsError(f"clickprompt.pretrain.warmup: expected a share in [0, 1), got {self.warmup!r}")
         if self.new_lr < 0 or self.plm_lr < 0 or self.max_steps < 0 or self.stop_at < 0:

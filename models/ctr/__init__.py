@@ -8,11 +8,11 @@ how (``model.build_config``: name, vocab_sizes, hparams), which is what checkpoi
 from __future__ import annotations
 
 import inspect
-import json
 
 from torch import nn
 
 from llm4ctr.errors import ParamsError
+from models.checkpoint import build_record
 from models.ctr.autoint import AutoInt
 from models.ctr.base import CTRModel
 from models.ctr.dcn import DCN
@@ -48,9 +48,7 @@ def build_model(name: str, vocab_sizes: dict[str, int], **hparams) -> CTRModel:
         raise ParamsError(f"model '{name}': unknown hyper-parameter(s) {unknown}; valid: {sorted(allowed)}")
     model = _model_class(name)(vocab_sizes, **hparams)
     model.apply(_init_dense)
-    # JSON-normalised (tuples -> lists) so a config read back from a checkpoint compares equal
-    sizes = {field: int(size) for field, size in vocab_sizes.items()}
-    model.build_config = json.loads(json.dumps({"name": name.lower(), "vocab_sizes": sizes, "hparams": hparams}))
+    model.build_config = build_record(name.lower(), vocab_sizes, hparams)
     return model
 
 

@@ -12,18 +12,15 @@ ranker capacity). The ranker receives everything through the zoo's ``batch["dens
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from llm4ctr.errors import DataError
 from models.ctr import build_model
 from models.layers import MLP
-from models.trainer import BEST_WEIGHTS, MODEL_CONFIG
+from models.checkpoint import build_record, restore
 
 MODEL_NAME = "learn_ranker"
 
@@ -65,9 +62,8 @@ class LearnRanker(nn.Module):
         hparams = dict(backbone=backbone, backbone_hparams=backbone_hparams or {}, learn_dim=learn_dim,
                        aux_hidden_units=aux_hidden_units, aux_head_units=aux_head_units, aux_weight=aux_weight,
                        detach_middle=detach_middle)
-        sizes = {name: int(size) for name, size in vocab_sizes.items()}
         # what Trainer checkpoints record (model.json) and compare on resume; load_ranker rebuilds from it
-        self.build_config = json.loads(json.dumps({"name": MODEL_NAME, "vocab_sizes": sizes, "hparams": hparams}))
+        self.build_config = build_record(MODEL_NAME, vocab_sizes, hparams)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         learn = batch["dense"].float()
@@ -82,14 +78,5 @@ class LearnRanker(nn.Module):
 
 def load_ranker(directory: str | Path, map_location: str = "cpu") -> LearnRanker:
     """Rebuild a :class:`LearnRanker` from a Trainer checkpoint folder (model.json + model.safetensors)."""
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
-        weights = load_file(directory / BEST_WEIGHTS, device=map_location)
-    except FileNotFoundError as exc:
-        raise DataError(f"{directory}: not a LEARN ranker checkpoint ({exc.filename} missing)") from None
-    if config.get("name") != MODEL_NAME:
-        raise DataError(f"{directory / MODEL_CONFIG}: model '{config.get('name')}' is not a {MODEL_NAME}")
-    model = LearnRanker(config["vocab_sizes"], **config["hparams"])
-    model.load_state_dict(weights)
-    return model.to(map_location).eval()
+    return restore(directory, lambda rec: LearnRanker(rec["vocab_sizes"], **rec["hparams"]), map_location,
+                   expect_name=MODEL_NAME)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.settings import Settings
 from models.learn.id_two_tower import IDTwoTower
 from models.learn.pch_tower import LearnTower, TwinTower
 from models.learn.retrieval import recall_ndcg, target_ranks
 from models.learn.sequences import UserSequences, histories_before, sample_windows
-from models.trainer import BEST_WEIGHTS, HISTORY, STATE, _save_weights
+from models.checkpoint import BEST_WEIGHTS, save_weights
+from models.trainer import HISTORY, STATE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ SELECT_BY = "ndcg@10"
 
 
 @dataclass
-class TowerConfig:
+class TowerConfig(Settings):
     """Optimisation settings of the tower (params.yaml ``learn.tower_train``).
 
     ``logq_correction``: subtract each in-batch item's log frequency as a training target from its
@@ -56,18 +58,10 @@ class TowerConfig:
     num_threads: int = 0
     progress: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "learn.tower_train") -> TowerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParamsError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+    SECTION = "learn.tower_train"
 
     def __post_init__(self):
-        for name in ("batch_size", "max_epochs", "patience", "history_len", "target_len"):
-            if int(getattr(self, name)) < 1:
-                raise ParamsError(f"learn.tower_train.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("batch_size", "max_epochs", "patience", "history_len", "target_len")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ParamsError(f"learn.tower_train: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -157,7 +151,7 @@ def fit_tower(model: TwinTower, seqs: UserSequences, valid: Queries, seen: torch
         state["train_seconds"] += seconds
         if metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
             state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
-            _save_weights(model, ckpt_dir / BEST_WEIGHTS)
+            save_weights(model, ckpt_dir / BEST_WEIGHTS)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
@@ -205,7 +199,7 @@ def save_tower(model: TwinTower, directory: str | Path) -> None:
     """Write ``tower.json`` and ``model.safetensors`` (the current weights) into ``directory``."""
     directory = Path(directory)
     write_text(directory / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
-    _save_weights(model, directory / BEST_WEIGHTS)
+    save_weights(model, directory / BEST_WEIGHTS)
 
 
 def load_tower(directory: str | Path) -> TwinTower:

@@ -10,14 +10,13 @@ the LLM states of ``_ours`` are buffers and come back with the weights.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from llm4ctr.errors import DataError, ParamsError
+from models.checkpoint import build_record, restore
 from models.features import FIRST_ID
 from models.layers import FeatureEmbedding
 from models.msr.aitm import AITM
@@ -35,7 +34,6 @@ BACKBONES: dict[str, type[Backbone]] = {
     "shared_bottom": SharedBottom, "mmoe": MMoE, "omoe": OMoE, "ple": PLE, "star": STAR, "aitm": AITM,
 }  # fmt: skip
 ENHANCEMENTS: dict[str, type[Enhancement]] = {"plain": Plain, "dn": DynamicNetwork, "ep": EPNet, "ours": LLM4MSR}
-MODEL_CONFIG, WEIGHTS = "model.json", "model.safetensors"  # the trainer's checkpoint file names
 
 
 def variant_name(backbone: str, enhancement: str = "plain") -> str:
@@ -114,21 +112,10 @@ def build_msr(variant: str, vocab_sizes: dict[str, int], embedding_dim: int = 16
     hparams = {"embedding_dim": embedding_dim, "scenario_field": scenario_field,
                "backbone_params": backbone_params or {}, "enhancement_params": enhancement_params or {}}
     model = MultiScenarioModel(vocab_sizes, backbone, enhancement, **hparams)
-    sizes = {field: int(size) for field, size in vocab_sizes.items()}
-    # JSON-normalised (tuples -> lists) so a config read back from a checkpoint compares equal
-    model.build_config = json.loads(json.dumps({"name": variant_name(backbone, enhancement), "vocab_sizes": sizes,
-                                                "hparams": hparams}))
+    model.build_config = build_record(variant_name(backbone, enhancement), vocab_sizes, hparams)
     return model
 
 
 def load_msr(directory: str | Path, map_location: str = "cpu") -> MultiScenarioModel:
     """Rebuild the model a trainer checkpointed into ``directory`` (weights and LLM states), in eval mode."""
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
-        weights = load_file(directory / WEIGHTS, device=map_location)
-    except FileNotFoundError as exc:
-        raise DataError(f"{directory}: not a model checkpoint ({exc.filename} missing)") from None
-    model = build_msr(config["name"], config["vocab_sizes"], **config["hparams"])
-    model.load_state_dict(weights)
-    return model.to(map_location).eval()
+    return restore(directory, lambda rec: build_msr(rec["name"], rec["vocab_sizes"], **rec["hparams"]), map_location)
