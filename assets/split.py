@@ -111,10 +111,11 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     return {"dataset": dataset, "method": method, **flat, "preview_md": preview_md(splits["train"])}
 
 
-def load_splits(root: Path, dataset: str) -> dict[str, pd.DataFrame]:
-    """Read the three split files of ``dataset`` (what every later stage starts from)."""
+def load_splits(root: Path, dataset: str, columns: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Read the three split files of ``dataset`` (what every later stage starts from); only ``columns``
+    when given (stages that need a few columns of a wide table save the memory)."""
     folder = artifact_dir(root, STAGE, dataset)
-    return {name: read_table(folder / f"{name}.parquet") for name in SPLITS}
+    return {name: read_table(folder / f"{name}.parquet", columns) for name in SPLITS}
 
 
 def check(params: Params, root: Path):

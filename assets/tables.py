@@ -21,12 +21,13 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     df.to_parquet(path, engine="pyarrow", index=False, compression="zstd")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a parquet table written by a stage; a missing file names the stage to run first."""
+def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet table written by a stage (only ``columns`` when given); a missing file names the
+    stage to run first."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that produces it first (e.g. `dvc repro`)")
-    return pd.read_parquet(path, engine="pyarrow")
+    return pd.read_parquet(path, engine="pyarrow", columns=columns)
 
 
 def write_json(obj: Any, path: Path) -> None:

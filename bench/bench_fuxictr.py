@@ -114,13 +114,19 @@ def peak_rss_mb() -> float:
 
 
 def _encode(dataset: str, n_bins: int, min_count: int):
-    """Fit our encoder on train and encode the three splits; the raw tables are dropped on return, as
-    the pipeline's features stage drops them before any training process starts."""
+    """Fit our encoder on train and encode the three splits, reading only the feature columns and the
+    label; the raw tables are dropped on return, as the pipeline's features stage drops them before any
+    training process starts."""
+    import pyarrow.parquet as pq
+
     from assets.split import load_splits
+    from llm4ctr.paths import artifact_dir
     from models.features import FeatureEncoder, default_spec
 
-    splits = load_splits(ROOT, dataset)
-    encoder = FeatureEncoder.fit(splits["train"], default_spec(splits["train"].columns, n_bins=n_bins), min_count)
+    columns = pq.read_schema(artifact_dir(ROOT, "split", dataset) / "train.parquet").names
+    spec = default_spec(columns, n_bins=n_bins)
+    splits = load_splits(ROOT, dataset, columns=spec.names + ["label"])
+    encoder = FeatureEncoder.fit(splits["train"], spec, min_count)
     return encoder, {name: encoder.transform(frame) for name, frame in splits.items()}
 
 
