@@ -15,7 +15,7 @@ its own Python process so that its peak RSS is its own:
 
 Wall and process CPU time are both recorded, with the load average: this machine is shared, and CPU
 time is the steadier figure when other jobs compete for the two cores. Results go to
-bench/results_hidden_states.md (and .json next to it).
+docs/RESULTS_HIDDEN_STATES.md (and bench/results/hidden_states.json).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llm4ctr.atomic import replace_block, write_text  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
 
@@ -210,7 +211,6 @@ def markdown(results: dict[str, Any], args) -> str:
         f"{ours['load_start']}-{ours['load_end']} / {full['total']['load_start']}-{full['total']['load_end']} |",
     ]
     return (
-        "# Hidden-state cache benchmark (ML-100K, SmolLM2-135M-Instruct, fp32 CPU)\n\n"
         f"Command: `python bench/bench_hidden_states.py --users {args.users}`  \n"
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {os.cpu_count()} CPU cores, torch threads "
         f"{results['threads']}; batch size {ours['batch_size']}.\n\n" + "\n".join(rows) + "\n"
@@ -222,7 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500, help="user prompts in the naive-vs-ours comparison")
     parser.add_argument("--work", type=Path, default=Path("/tmp/llm4ctr-bench-hs"), help="scratch folder")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results_hidden_states.md")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS_HIDDEN_STATES.md",
+                        help="markdown file whose `bench_hidden_states` block is replaced")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -238,8 +239,8 @@ def main() -> None:
     for phase in ("prompts", "naive", "ours", "full", "cached"):
         results[phase] = child(phase, args.work, args)
     text = markdown(results, args)
-    args.results.write_text(text)
-    args.results.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    replace_block(args.results, "bench_hidden_states", text)
+    write_text(ROOT / "bench" / "results" / "hidden_states.json", json.dumps(results, indent=2) + "\n")
     print(text)
 
 

