@@ -52,7 +52,7 @@ from llm4ctr.paths import artifact_dir
 
 PRETRAIN_STAGE = "clickprompt_pretrain"
 STAGE = "clickprompt"
-PRETRAIN_KEYS = ("data.name", "features", "ctr", "clickprompt.plm", "clickprompt.ctr_model", "clickprompt.num_prompts",
+PRETRAIN_KEYS = ("data.name", "features", "ctr", "plm.name", "clickprompt.ctr_model", "clickprompt.num_prompts",
                  "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain")
 FINETUNE_KEYS = (*PRETRAIN_KEYS, "train", "clickprompt.finetune")
 PRETRAIN_ONLY = ("variants", "mask_probability", "rows")  # pretrain keys that are not PretrainConfig settings
@@ -117,7 +117,7 @@ def text_arrays(arrays: dict[str, np.ndarray], text: pd.Series, rows: np.ndarray
 def _plm(params: Params) -> str:
     from assets.pretrained import resolve
 
-    return resolve(str(params.get_path("clickprompt.plm")))
+    return resolve(str(params.get_path("plm.name")))
 
 
 def _ctr(params: Params, vocab_sizes: dict[str, int]):
@@ -192,7 +192,7 @@ def pretrain(params: Params, root: Path, item: str) -> dict[str, Any]:
     summary = run_pretrain(objective, data, pretrain_work_dir(params, root, item), config)
     with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / item) as tmp:
         objective.net.save(tmp, tokenizer)
-        write_json({"variant": item, "plm": params.get_path("clickprompt.plm"), "params_digest": pretrain_digest(params),
+        write_json({"variant": item, "plm": params.get_path("plm.name"), "params_digest": pretrain_digest(params),
                     "fresh_head_params": fresh, **summary}, tmp / "summary.json")
     return {"variant": item, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
             "loss_last": summary["loss_last"], "seconds": summary["seconds"]}

@@ -171,7 +171,7 @@ STAGES: tuple[Stage, ...] = (
         func="assets.clickprompt:pretrain",
         deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "configs/prompts.yaml"),
         outs=("artifacts/clickprompt_pretrain/{dataset}/{item}",),
-        params=("data.name", "ctr", "clickprompt.plm", "clickprompt.ctr_model", "clickprompt.num_prompts",
+        params=("data.name", "ctr", "plm.name", "clickprompt.ctr_model", "clickprompt.num_prompts",
                 "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain"),
         code=("assets/clickprompt.py", "assets/text.py", "assets/prompts.py", "assets/pretrained.py",
               "models/clickprompt", "models/ctr", "models/layers"),

@@ -17,7 +17,7 @@ generated from another row's ID features (the batch's ID fields rolled by one). 
 the prompts carry nothing the PLM uses yet.
 
 Three models on the real ML-100K features and texts (``artifacts/features``, ``artifacts/split``, the
-PLM of ``clickprompt.plm``):
+PLM of ``plm.name``):
 
 * ``dcnv2``: the zoo model with ``ctr.hparams.dcnv2``;
 * ``clickprompt_wo_plm``: the finetuned w/o-PLM checkpoint (``artifacts/clickprompt/<ds>/clickprompt_wo_plm``)
@@ -83,7 +83,7 @@ def build(params, encoder) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
     if (pretrained / "clickprompt.json").is_file():
         net, sources["clickprompt_with_plm"] = ClickPromptNet.load(pretrained), str(pretrained)
     else:
-        plm = resolve(params.get_path("clickprompt.plm"))
+        plm = resolve(params.get_path("plm.name"))
         net = ClickPromptNet(build_model(name, encoder.vocab_sizes, **model_hparams(params, name)),
                              AutoModel.from_pretrained(plm), int(params.get_path("clickprompt.num_prompts")))
         sources["clickprompt_with_plm"] = f"{plm} (no PA-MLM checkpoint yet)"
@@ -218,7 +218,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(sources["clickprompt_with_plm"] + "/plm"
                                               if Path(sources["clickprompt_with_plm"], "plm").is_dir()
-                                              else resolve(params.get_path("clickprompt.plm")))
+                                              else resolve(params.get_path("plm.name")))
     max_length = int(params.get_path("clickprompt.max_length"))
     split_texts = texts(params, ROOT, dataset)
     rng = np.random.default_rng(0)
@@ -277,7 +277,7 @@ def main() -> None:
     markdown = "\n".join([
         f"Machine: {platform.machine()} {platform.processor() or ''}, {args.threads} torch thread(s), "
         f"torch {torch.__version__}; {args.requests} single-row requests per path; PLM: "
-        f"{params.get_path('clickprompt.plm')} ({plm.config.num_hidden_layers} layers, hidden {plm.config.hidden_size}), "
+        f"{params.get_path('plm.name')} ({plm.config.num_hidden_layers} layers, hidden {plm.config.hidden_size}), "
         f"K = {params.get_path('clickprompt.num_prompts')}, PLM frozen in training: {float(params.get_path('clickprompt.finetune.plm_lr')) == 0}.",
         f"w/o-PLM model class = DCNv2 class: {same_class}.", "",
         f"| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch {args.batch}) | train batch | train samples/s |",

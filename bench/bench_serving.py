@@ -186,7 +186,7 @@ def clickprompt_figures(params, root: Path, repeats: int) -> dict:
     model = models["clickprompt_with_plm"].eval()
     source = sources["clickprompt_with_plm"]
     tokenizer = AutoTokenizer.from_pretrained(source + "/plm" if Path(source, "plm").is_dir()
-                                              else resolve(params.get_path("clickprompt.plm")))
+                                              else resolve(params.get_path("plm.name")))
     data = text_arrays(arrays["test"], texts(params, root, dataset)["test"], np.arange(1000), tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     batch = {k: torch.as_tensor(v) for k, v in data.items() if k != "label"}

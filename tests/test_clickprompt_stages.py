@@ -32,8 +32,9 @@ def _params(tmp: Path, **over) -> Params:
                                                            "hidden_units": [16]}}},
         "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
         "evaluate": {"base_model": "dcnv2", "longtail_share": 0.2, "stages": ["clickprompt"]},
+        "plm": {"name": str(tmp / "plm")},
         "clickprompt": {
-            "plm": str(tmp / "plm"), "ctr_model": "dcnv2", "num_prompts": 2, "max_length": 48,
+            "ctr_model": "dcnv2", "num_prompts": 2, "max_length": 48,
             "subsample_seed": 0,
             "pretrain": {"variants": ["layerwise"], "rows": 300, "mask_probability": 0.15, "new_lr": 1e-3, "plm_lr": 1e-3,
                          "batch_size": 64, "epochs": 1, "max_steps": 3, "warmup": 0.0, "checkpoint_every": 2,
