@@ -45,7 +45,7 @@ from assets.runs import PREDICTIONS, SUMMARY, fit_summary, predictions_frame, se
 from assets.split import SPLITS
 from assets.tables import write_json, write_table
 from assets.train import model_hparams
-from llm4ctr.atomic import atomic_dir, atomic_file, write_text
+from llm4ctr.atomic import atomic_dir, write_text
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
@@ -264,9 +264,9 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     """CTR model + PLM on the (sub-sampled) training texts; valid sub-sampled (early stopping and the
     written valid predictions), test in full."""
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
+    from models.checkpoint import save_weights
     from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
     from models.trainer import Trainer
 
@@ -309,8 +309,7 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
             per_seed[seed][f"{split}_predict_seconds"] = round(time.perf_counter() - started, 1)
         seed_dir = out / f"seed{seed}"
         seed_dir.mkdir()
-        with atomic_file(seed_dir / "model.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        save_weights(model, seed_dir / "model.safetensors")
         write_text(seed_dir / "clickprompt.json", json.dumps({"variant": item, "pretrained_from": str(source) if source
                                                               else None, **settings}, indent=2, default=str))
     return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},

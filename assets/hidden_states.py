@@ -27,7 +27,7 @@ from assets.pretrained import fingerprint, resolve
 from assets.prompts import ID_COLUMNS, TEMPLATES_FILE
 from assets.prompts import STAGE as PROMPTS_STAGE
 from assets.tables import read_json, read_table, write_table
-from llm4ctr.atomic import atomic_dir
+from llm4ctr.atomic import atomic_dir, save_tensors
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir, cache_dir
@@ -80,7 +80,6 @@ def token_histogram(tokens: list[int]) -> dict[str, int]:
 
 def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
     """Cache and export the hidden states of ``kind``'s prompts (scenario, user or item)."""
-    from safetensors.torch import save_file
 
     dataset = params.get_path("data.name")
     folder = artifact_dir(root, PROMPTS_STAGE, dataset)
@@ -107,7 +106,7 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
     states = read_states(run)
     spec = {**run.spec, "dim": run.dim, "template_id": template_id, "kind": kind, "dataset": dataset}
     with atomic_dir(artifact_dir(root, stage_name(kind), dataset)) as tmp:
-        save_file({"states": states}, str(tmp / "states.safetensors"), metadata={"spec": json.dumps(spec, sort_keys=True)})
+        save_tensors({"states": states}, tmp / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)})
         index = pd.DataFrame({ID_COLUMNS[kind]: prompts[ID_COLUMNS[kind]], "key": run.keys, "tokens": run.tokens})
         write_table(index, tmp / "index.parquet")
     tokens = np.asarray(run.tokens)

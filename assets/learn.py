@@ -50,7 +50,7 @@ from assets.runs import fit_summary, seeds, train_config, work_dir, write_varian
 from assets.split import SPLITS, load_splits
 from assets.tables import read_table, write_json, write_table
 from assets.train import model_hparams
-from llm4ctr.atomic import atomic_dir
+from llm4ctr.atomic import atomic_dir, save_tensors
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
@@ -239,7 +239,6 @@ def _retrieval_figures(result: dict, ranks: np.ndarray, segments: dict[str, np.n
 # ---------------------------------------------------------------------- stage learn_embed
 def run_embed(params: Params, root: Path, item: str) -> dict[str, Any]:
     """Export tower ``item``'s item embeddings and every split row's user embedding, per seed."""
-    from safetensors.torch import save_file
 
     from models.learn.sequences import histories_before
     from models.learn.train_tower import embed_items, embed_users, load_tower
@@ -263,7 +262,7 @@ def run_embed(params: Params, root: Path, item: str) -> dict[str, Any]:
             tensors = {"items": embed_items(model, len(catalogue.items))}
             tensors.update({f"user_{s}": embed_users(model, h) for s, h in histories.items()})
             (tmp / f"seed{seed}").mkdir()
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"seed{seed}" / EMBEDDINGS))
+            save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp / f"seed{seed}" / EMBEDDINGS)
             figures["dim"] = int(tensors["items"].shape[1])
         write_json(figures, tmp / "summary.json")
     return figures

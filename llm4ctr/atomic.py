@@ -87,3 +87,16 @@ def replace_block(path: str | Path, name: str, body: str) -> None:
     else:
         text = (text.rstrip("\n") + "\n\n" if text else "") + block + "\n"
     write_text(path, text)
+
+
+def save_tensors(tensors: dict, target: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write ``tensors`` (name -> torch tensor) as a safetensors file.
+
+    safetensors creates its files with mode 0600; the result gets the permissions any other output
+    has (0666 minus the umask), so artifacts stay readable by the service user, containers and CI.
+    """
+    from safetensors.torch import save_file
+
+    with atomic_file(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.chmod(0o666 & ~_umask())

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from llm4ctr.atomic import atomic_file
+from llm4ctr.atomic import save_tensors
 from llm4ctr.errors import DataError
 
 MODEL_CONFIG = "model.json"
@@ -31,9 +31,7 @@ def build_record(name: str, vocab_sizes: dict[str, int], hparams: dict) -> dict:
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Write the model's state dict (on CPU) as safetensors, atomically."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_file(Path(path)) as tmp:
-        save_file(tensors, str(tmp))
+    save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
 
 
 def restore(directory: str | Path, build: Callable[[dict], nn.Module], map_location: str = "cpu",

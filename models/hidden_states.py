@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm4ctr.atomic import atomic_file, write_text
+from llm4ctr.atomic import save_tensors, write_text
 
 POOLINGS = ("last_token", "mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -166,12 +166,10 @@ class ShardStore:
 
     def write_shard(self, name: str, keys: list[str], states: torch.Tensor, tokens: list[int]) -> None:
         """Write one shard atomically: a kill leaves either the whole shard or none."""
-        from safetensors.torch import save_file
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.folder / name) as tmp:
-            meta = {"keys": json.dumps(keys), "tokens": json.dumps(tokens)}
-            save_file({"states": states.contiguous()}, str(tmp), metadata=meta)
+        meta = {"keys": json.dumps(keys), "tokens": json.dumps(tokens)}
+        save_tensors({"states": states.contiguous()}, self.folder / name, metadata=meta)
 
     def write_manifest(self, entries: dict[str, tuple[str, int, int]], spec: dict) -> None:
         shards = sorted({shard for shard, _, _ in entries.values()})

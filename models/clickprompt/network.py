@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from llm4ctr.atomic import atomic_file, write_text
+from llm4ctr.atomic import write_text
 from llm4ctr.errors import DataError
+from models.checkpoint import save_weights
 from models.clickprompt.fusion import prompted_states, takes_prefix
 from models.clickprompt.prompt_generator import MODES, PromptGenerator
 from models.ctr import CTRModel
@@ -100,9 +101,7 @@ class ClickPromptNet(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(directory / PLM_DIR)
         if self.generator is not None:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
-            with atomic_file(directory / GENERATOR) as tmp:
-                save_file(tensors, str(tmp))
+            save_weights(self.generator, directory / GENERATOR)
         write_text(directory / CONFIG, json.dumps({"num_prompts": self.num_prompts, "mode": self.mode}, indent=2))
 
     @classmethod

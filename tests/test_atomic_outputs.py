@@ -1,4 +1,4 @@
-"""replace_block: generated figures inside hand-written markdown (evaluate stage, bench scripts)."""
+"""Atomic outputs: marked markdown blocks (evaluate stage, bench scripts) and safetensors files."""
 
 from llm4ctr.atomic import replace_block
 
@@ -21,3 +21,20 @@ def test_creates_a_missing_file(tmp_path):
     doc = tmp_path / "docs" / "NEW.md"
     replace_block(doc, "x", "body\n")
     assert doc.read_text() == "<!-- BEGIN x -->\nbody\n<!-- END x -->\n"
+
+
+def test_saved_tensors_get_the_usual_file_mode(tmp_path):
+    """safetensors itself creates 0600 files; artifacts must be readable like any other output."""
+    import os
+
+    import torch
+
+    from llm4ctr.atomic import save_tensors
+
+    old = os.umask(0o022)
+    try:
+        save_tensors({"a": torch.zeros(2)}, tmp_path / "x.safetensors", metadata={"k": "v"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.safetensors").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
