@@ -141,7 +141,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
                 frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
     update_metrics(Path(root) / METRICS, dataset, results)
-    update_docs(Path(root), dataset, results, base, table)
+    update_docs(Path(root), dataset, results, base, table, list(params.get_path("ctr.models")))
     return {"dataset": dataset, "models": len(results), **{f"auc_{k}": v["auc"] for k, v in results.items()},
             "results_md": table}
 
@@ -182,20 +182,22 @@ def results_markdown(dataset: str, results: dict[str, Any], base: str, segments:
     return "\n".join(lines) + "\n"
 
 
-def zoo_markdown(dataset: str, results: dict[str, Any], base: str) -> str:
-    """The README's table: the ten baselines of the ``train`` stage (test AUC / LogLoss, mean over seeds)."""
+def zoo_markdown(dataset: str, results: dict[str, Any], base: str, order: list[str]) -> str:
+    """The README's table: the baselines of the ``train`` stage in ``order`` (params ``ctr.models``; test
+    AUC / LogLoss, mean over seeds)."""
     lines = [f"{dataset}, test set, mean ± std of AUC over seeds (RelaImpr vs {base}; `dvc repro`, "
              "docs/RESULTS.md has every variant):", "",
              "| model | AUC | ± | LogLoss | RelaImpr | seeds |", "|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        if r["stage"] == "train":
-            lines.append(f"| {name} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
-                         f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |")
+    zoo = [n for n in results if results[n]["stage"] == "train"]
+    for name in sorted(zoo, key=lambda n: order.index(n) if n in order else len(order)):
+        r = results[name]
+        lines.append(f"| {name} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
+                     f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |")
     return "\n".join(lines) + "\n"
 
 
-def update_docs(root: Path, dataset: str, results: dict[str, Any], base: str, table: str) -> None:
+def update_docs(root: Path, dataset: str, results: dict[str, Any], base: str, table: str, order: list[str]) -> None:
     """Replace this dataset's generated blocks: every variant in docs/RESULTS.md, the zoo in README.md."""
     replace_block(root / RESULTS_DOC, f"evaluate {dataset}", table)
     if (root / README).is_file():
-        replace_block(root / README, f"evaluate zoo {dataset}", zoo_markdown(dataset, results, base))
+        replace_block(root / README, f"evaluate zoo {dataset}", zoo_markdown(dataset, results, base, order))
