@@ -170,6 +170,7 @@ def phase_cached(work: Path, args) -> dict[str, Any]:
 
 
 PHASES = {"prompts": phase_prompts, "naive": phase_naive, "ours": phase_ours, "full": phase_full, "cached": phase_cached}
+ORDER = tuple(PHASES)  # "cached" re-runs the store "full" built; "ours" compares with "naive"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,29 +192,36 @@ def child(phase: str, work: Path, args) -> dict[str, Any]:
 
 
 def markdown(results: dict[str, Any], args) -> str:
-    naive, ours, full, cached = (results[k] for k in ("naive", "ours", "full", "cached"))
-    rows = [
-        "| measure | value |",
-        "|---|---|",
-        f"| naive loop, {naive['texts']} user prompts (wall / CPU s) | {naive['wall_s']} / {naive['cpu_s']} |",
-        f"| our cache, same prompts, empty store (wall / CPU s) | {ours['wall_s']} / {ours['cpu_s']} |",
-        f"| speed-up, wall (CPU) | {naive['wall_s'] / ours['wall_s']:.2f}x ({naive['cpu_s'] / ours['cpu_s']:.2f}x) |",
-        f"| max abs difference of the states, ours vs naive | {ours['max_abs_diff_vs_naive']:.2e} |",
-        f"| full ML-100K cache: {full['user']['count']} users + {full['scenario']['count']} scenarios + "
-        f"{full['item']['count']} items (wall / CPU s) | {full['total']['wall_s']} / {full['total']['cpu_s']} |",
-        f"| per stage, wall s: user / scenario / item | {full['user']['wall_s']} / {full['scenario']['wall_s']} / {full['item']['wall_s']} |",
-        f"| fully cached re-run of the three stages (in-process s / with interpreter start s) | "
-        f"{cached['total']['wall_s']} / {cached['process_wall_s']} |",
-        f"| peak RSS MB: naive / ours / full / cached | {naive['peak_rss_mb']} / {ours['peak_rss_mb']} / "
-        f"{full['peak_rss_mb']} / {cached['peak_rss_mb']} |",
-        f"| mean / max tokens of a user prompt | {full['user']['tokens_mean']} / {full['user']['tokens_max']} |",
-        f"| load average (1 min) during naive / ours / full | {naive['load_start']}-{naive['load_end']} / "
-        f"{ours['load_start']}-{ours['load_end']} / {full['total']['load_start']}-{full['total']['load_end']} |",
-    ]
+    """The report of the phases that ran (``--phases``)."""
+    naive, ours, full, cached = (results.get(k) for k in ("naive", "ours", "full", "cached"))
+    rows = ["| measure | value |", "|---|---|"]
+    if naive:
+        rows.append(f"| naive loop, {naive['texts']} user prompts (wall / CPU s) | {naive['wall_s']} / {naive['cpu_s']} |")
+    if ours:
+        rows.append(f"| our cache, same prompts, empty store (wall / CPU s) | {ours['wall_s']} / {ours['cpu_s']} |")
+    if naive and ours:
+        rows += [f"| speed-up, wall (CPU) | {naive['wall_s'] / ours['wall_s']:.2f}x ({naive['cpu_s'] / ours['cpu_s']:.2f}x) |",
+                 f"| max abs difference of the states, ours vs naive | {ours['max_abs_diff_vs_naive']:.2e} |"]
+    if full:
+        rows += [f"| full ML-100K cache: {full['user']['count']} users + {full['scenario']['count']} scenarios + "
+                 f"{full['item']['count']} items (wall / CPU s) | {full['total']['wall_s']} / {full['total']['cpu_s']} |",
+                 f"| per stage, wall s: user / scenario / item | {full['user']['wall_s']} / {full['scenario']['wall_s']} / "
+                 f"{full['item']['wall_s']} |",
+                 f"| mean / max tokens of a user prompt | {full['user']['tokens_mean']} / {full['user']['tokens_max']} |"]
+    if cached:
+        rows.append(f"| fully cached re-run of the three stages (in-process s / with interpreter start s) | "
+                    f"{cached['total']['wall_s']} / {cached['process_wall_s']} |")
+    ran = [k for k in ("naive", "ours", "full", "cached") if results.get(k)]
+    rows.append("| peak RSS MB: " + " / ".join(ran) + " | " + " / ".join(str(results[k]["peak_rss_mb"]) for k in ran) + " |")
+    loads = [(k, results[k].get("load_start", results[k].get("total", {}).get("load_start")),
+              results[k].get("load_end", results[k].get("total", {}).get("load_end"))) for k in ran]
+    rows.append("| load average (1 min) at start-end: " + " / ".join(k for k, _, _ in loads) + " | "
+                + " / ".join(f"{a}-{b}" for _, a, b in loads) + " |")
+    batch = f"; batch size {ours['batch_size']}" if ours else ""
     return (
-        f"Command: `python bench/bench_hidden_states.py --users {args.users}`  \n"
+        f"Command: `python bench/bench_hidden_states.py --users {args.users} --phases {' '.join(args.phases)}`  \n"
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {os.cpu_count()} CPU cores, torch threads "
-        f"{results['threads']}; batch size {ours['batch_size']}.\n\n" + "\n".join(rows) + "\n"
+        f"{results['threads']}{batch}.\n\n" + "\n".join(rows) + "\n"
     )
 
 
@@ -224,6 +232,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/llm4ctr-bench-hs"), help="scratch folder")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS_HIDDEN_STATES.md",
                         help="markdown file whose `bench_hidden_states` block is replaced")
+    parser.add_argument("--phases", nargs="+", choices=ORDER, default=list(ORDER),
+                        help="phases to run (default: all); the report covers the phases run")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -236,8 +246,9 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"threads": torch.get_num_threads()}
-    for phase in ("prompts", "naive", "ours", "full", "cached"):
-        results[phase] = child(phase, args.work, args)
+    for phase in ORDER:
+        if phase in args.phases or phase == "prompts":
+            results[phase] = child(phase, args.work, args)
     text = markdown(results, args)
     replace_block(args.results, "bench_hidden_states", text)
     write_text(ROOT / "bench" / "results" / "hidden_states.json", json.dumps(results, indent=2) + "\n")
