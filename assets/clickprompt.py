@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import PREDICTIONS, SUMMARY, fit_summary, predictions_frame, seeds, train_config, work_dir, write_variant
+from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, scored, seeds, train_config,
+                         work_dir, write_variant)
 from assets.split import SPLITS
 from assets.tables import write_json, write_table
 from assets.train import model_hparams
@@ -237,7 +238,6 @@ def _finetune_wo_plm(params, root, item, variant, source, digest, out):
     import torch
 
     from models.clickprompt import pretrained_ctr
-    from models.trainer import Trainer, save_model
 
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
@@ -251,12 +251,10 @@ def _finetune_wo_plm(params, root, item, variant, source, digest, out):
     for seed in seeds(params):
         torch.manual_seed(seed)
         model = pretrained_ctr(source) if source is not None else _ctr(params, encoder.vocab_sizes)
-        trainer = Trainer(model, train_config(params, seed, **overrides))
-        started = time.perf_counter()
-        result = trainer.fit(train, valid, work_dir(root, STAGE, dataset, item, seed, digest))
-        per_seed[seed] = fit_summary(result, len(train["label"]), time.perf_counter() - started)
-        records += [(seed, split, trainer.predict(arrays[split])) for split in ("valid", "test")]
-        save_model(trainer.model, out / f"seed{seed}")
+        _, per_seed[seed], predictions = fit_seed(
+            model, train_config(params, seed, **overrides), train, valid, scored(arrays),
+            work_dir(root, STAGE, dataset, item, seed, digest), out / f"seed{seed}")
+        records += [(seed, split, p) for split, p in predictions]
     return records, per_seed, {"train_rows": len(train["label"]), "early_stopping_valid_rows": len(valid["label"])}, None
 
 

@@ -13,6 +13,7 @@ refreshes this dataset's generated section of docs/RESULTS.md.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,55 @@ def discover(root: Path, dataset: str, stages: list[str]) -> dict[str, Path]:
     if not found:
         raise DataError(f"no {PREDICTIONS} under artifacts/{{{','.join(stages)}}}/{dataset}/; run the training stages first")
     return found
+
+
+@dataclass
+class TestSet:
+    """The test split as every scorer sees it (this stage, the bench tables): labels, scenarios and
+    the long-tail masks, whose frequencies come from the training split."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    share: float
+    y: np.ndarray
+    scenario: np.ndarray
+    lt_user: np.ndarray
+    lt_item: np.ndarray
+
+    @classmethod
+    def load(cls, params: Params, root: Path) -> TestSet:
+        from models.metrics import longtail_mask
+
+        splits = load_splits(root, params.get_path("data.name"))
+        train, test = splits["train"], splits["test"]
+        share = float(params.get_path("evaluate.longtail_share"))
+        return cls(train, test, share, test["label"].to_numpy(dtype=np.float64), test["scenario"].astype(str).to_numpy(),
+                   longtail_mask(train["user_id"].value_counts(), test["user_id"], share),
+                   longtail_mask(train["item_id"].value_counts(), test["item_id"], share))
+
+    def seed_probs(self, path: Path) -> dict[int, np.ndarray]:
+        """seed -> test probabilities in test-row order from a predictions.parquet; DataError naming
+        the file when a seed does not cover the test split."""
+        preds = pd.read_parquet(path)
+        out = {}
+        for seed, group in preds[preds["split"] == "test"].groupby("seed", sort=True):
+            probs = group.sort_values("row")["prob"].to_numpy()
+            if len(probs) != len(self.y):
+                raise DataError(f"{path}: seed {seed} has {len(probs)} test predictions, the test split has "
+                                f"{len(self.y)} rows")
+            out[int(seed)] = probs
+        return out
+
+    def score(self, probs: np.ndarray) -> dict[str, Any]:
+        """All figures of one seed's test probabilities (:func:`score_seed`)."""
+        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item)
+
+    def segment_rows(self) -> dict[str, Any]:
+        """The long-tail share and the test rows of each 2x2 segment (the tables' column headers)."""
+        from models.metrics import SEGMENTS
+
+        return {"longtail_share": self.share, "test_rows": {
+            k: int(((self.lt_user == u) & (self.lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
 
 
 def score_seed(y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item) -> dict[str, Any]:
@@ -99,38 +149,25 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFra
 
 def run(params: Params, root: Path) -> dict[str, Any]:
     """Score every variant's test predictions; write metrics, tables and plot data."""
-    from models.metrics import SEGMENTS, longtail_mask, relaimpr
+    from models.metrics import relaimpr
 
     dataset = params.get_path("data.name")
-    share = float(params.get_path("evaluate.longtail_share"))
     base = params.get_path("evaluate.base_model")
-    splits = load_splits(root, dataset)
-    test, train = splits["test"], splits["train"]
-    y = test["label"].to_numpy(dtype=np.float64)
-    scenario = test["scenario"].astype(str).to_numpy()
-    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
-    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+    test_set = TestSet.load(params, root)
 
     results, roc, calib = {}, [], []
     for name, path in discover(root, dataset, list(params.get_path("evaluate.stages"))).items():
-        preds = pd.read_parquet(path)
-        preds = preds[preds["split"] == "test"]
-        per_seed = []
-        for seed, group in preds.groupby("seed", sort=True):
-            p = group.sort_values("row")["prob"].to_numpy()
-            if len(p) != len(y):
-                raise DataError(f"{path}: seed {seed} has {len(p)} test predictions, the test split has {len(y)} rows")
-            per_seed.append(score_seed(y, p, scenario, lt_user, lt_item))
-            if not roc or roc[-1]["model"].iloc[0] != name:
-                roc.append(roc_points(y, p).assign(model=name))
-                calib.append(calibration_bins(y, p).assign(model=name))
+        probs = list(test_set.seed_probs(path).values())
+        per_seed = [test_set.score(p) for p in probs]
+        if probs:  # one curve per model: its first seed's
+            roc.append(roc_points(test_set.y, probs[0]).assign(model=name))
+            calib.append(calibration_bins(test_set.y, probs[0]).assign(model=name))
         results[name] = {"stage": path.parent.parent.parent.name, **aggregate(per_seed)}
 
     base_auc = results.get(base, {}).get("auc")
     for entry in results.values():
         entry["relaimpr"] = round(relaimpr(entry["auc"], base_auc), 6) if base_auc else None
-    segments = {"longtail_share": share, "test_rows": {
-        k: int(((lt_user == u) & (lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
+    segments = test_set.segment_rows()
     table = results_markdown(dataset, results, base, segments)
 
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import fit_summary, seeds, train_config, work_dir, write_variant
+from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
 from assets.split import SPLITS, load_splits
 from assets.tables import read_table, write_json, write_table
 from assets.train import model_hparams
@@ -305,7 +305,6 @@ def run_ranker(params: Params, root: Path, item: str) -> dict[str, Any]:
     import torch
 
     from models.learn import LearnRanker
-    from models.trainer import Trainer, save_model
 
     dataset = params.get_path("data.name")
     backbone, tower = parse_variant(params, item)
@@ -325,12 +324,10 @@ def run_ranker(params: Params, root: Path, item: str) -> dict[str, Any]:
                 model = LearnRanker(encoder.vocab_sizes, backbone, hparams, learn_dim=dense["train"].shape[1], **ranker)
             except TypeError as exc:
                 raise ParamsError(f"{params.source}: learn.ranker: {exc}") from None
-            trainer = Trainer(model, train_config(params, seed))
-            started = time.perf_counter()
-            result = trainer.fit(data["train"], data["valid"], work_dir(root, STAGE, dataset, item, seed, digest))
-            per_seed[seed] = fit_summary(result, len(data["train"]["label"]), time.perf_counter() - started)
-            records += [(seed, split, trainer.predict(data[split])) for split in ("valid", "test")]
-            save_model(trainer.model, tmp / f"seed{seed}")
+            _, per_seed[seed], predictions = fit_seed(
+                model, train_config(params, seed), data["train"], data["valid"], scored(data),
+                work_dir(root, STAGE, dataset, item, seed, digest), tmp / f"seed{seed}")
+            records += [(seed, split, p) for split, p in predictions]
         summary = {"variant": item, "stage": STAGE, "backbone": backbone, "tower": tower, "hparams": hparams,
                    "ranker": ranker, "params_digest": params.digest(list(RANKER_KEYS)), "seeds": per_seed}
         write_variant(tmp, records, summary)

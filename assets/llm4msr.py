@@ -18,7 +18,6 @@ default: none at all), and any user unseen in training, gets the model's learned
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import fit_summary, seeds, train_config, work_dir, write_variant
+from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
 from assets.tables import read_table
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import DataError, ParamsError
@@ -128,7 +127,6 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
     import torch
 
     from models.msr import build_msr, parse_variant
-    from models.trainer import Trainer, save_model
 
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
@@ -147,14 +145,12 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
             model = build_msr(variant, encoder.vocab_sizes, **hparams)
             if ours:
                 model.enhancement.set_llm_states(states["users"], states["known"], states["scenarios"])
-            trainer = Trainer(model, train_config(params, seed, section="llm4msr.train"))
-            started = time.perf_counter()
-            result = trainer.fit(arrays["train"], arrays["valid"], work_dir(root, stage, dataset, variant, seed, digest))
-            per_seed[seed] = fit_summary(result, len(arrays["train"]["label"]), time.perf_counter() - started)
+            trainer, per_seed[seed], predictions = fit_seed(
+                model, train_config(params, seed, section="llm4msr.train"), arrays["train"], arrays["valid"],
+                scored(arrays), work_dir(root, stage, dataset, variant, seed, digest), tmp / f"seed{seed}")
             if ours:
                 per_seed[seed]["alpha"] = round(float(trainer.model.enhancement.alpha.detach()), 4)
-            records += [(seed, split, trainer.predict(arrays[split])) for split in ("valid", "test")]
-            save_model(trainer.model, tmp / f"seed{seed}")
+            records += [(seed, split, p) for split, p in predictions]
         summary = {"variant": variant, "stage": stage, "hparams": hparams, "params_digest": digest, "seeds": per_seed,
                    "scenarios": list(encoder.vocabs[hparams["scenario_field"]])}
         if ours:

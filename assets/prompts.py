@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from assets.schema import MULTI_VALUED, SEPARATOR
 from assets.split import load_splits
 from assets.tables import write_json, write_table
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import ParamsError
-from llm4ctr.params import Params
+from llm4ctr.params import Params, read_yaml
 from llm4ctr.paths import artifact_dir
 
 STAGE = "prompts"
@@ -54,10 +53,7 @@ def load_config(params: Params, root: Path) -> Params:
     dataset = params.get_path("data.name")
     if not path.is_file():
         raise ParamsError(f"{params.source}: prompts.config points to {path}, which does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    tree = read_yaml(path)
     if not isinstance(tree.get(dataset), dict):
         known = ", ".join(k for k, v in tree.items() if isinstance(v, dict))
         raise ParamsError(f"{path}: no section for dataset '{dataset}' (sections: {known})")

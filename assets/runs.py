@@ -67,3 +67,27 @@ def fit_summary(result, n_train: int, seconds: float) -> dict[str, Any]:
         "train_seconds": round(seconds, 2),
         "train_samples_per_s": round(n_train * len(result.history) / epoch_seconds, 1),
     }
+
+
+def fit_seed(model, config, train: dict, valid: dict, scored: dict[str, dict], work: Path, out: Path):
+    """One seed of a method: train ``model`` with models.trainer.Trainer (early stopping on ``valid``,
+    resuming from ``work``), save its best checkpoint to ``out`` and predict every split of ``scored``.
+
+    Returns (trainer, the fit summary of :func:`fit_summary`, [(split, probabilities), ...]).
+    """
+    import time
+
+    from models.trainer import Trainer, save_model
+
+    trainer = Trainer(model, config)
+    started = time.perf_counter()
+    result = trainer.fit(train, valid, work)
+    summary = fit_summary(result, len(train["label"]), time.perf_counter() - started)
+    predictions = [(split, trainer.predict(arrays)) for split, arrays in scored.items()]
+    save_model(trainer.model, out)
+    return trainer, summary, predictions
+
+
+def scored(arrays: dict[str, dict]) -> dict[str, dict]:
+    """The splits whose predictions a variant writes (and the evaluate stage reads): valid and test."""
+    return {split: arrays[split] for split in ("valid", "test")}

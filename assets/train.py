@@ -7,12 +7,11 @@ serving can load. Training resumes from artifacts/.work/ after a kill.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from assets.features import load_encoded
-from assets.runs import fit_summary, seeds, train_config, work_dir, write_variant
+from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
@@ -31,7 +30,6 @@ def run(params: Params, root: Path, item: str) -> dict[str, Any]:
     import torch
 
     from models.ctr import build_model
-    from models.trainer import Trainer, save_model
 
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
@@ -42,12 +40,10 @@ def run(params: Params, root: Path, item: str) -> dict[str, Any]:
         for seed in seeds(params):
             torch.manual_seed(seed)
             model = build_model(item, encoder.vocab_sizes, **hparams)
-            trainer = Trainer(model, train_config(params, seed))
-            started = time.perf_counter()
-            result = trainer.fit(arrays["train"], arrays["valid"], work_dir(root, STAGE, dataset, item, seed, digest))
-            per_seed[seed] = fit_summary(result, len(arrays["train"]["label"]), time.perf_counter() - started)
-            records += [(seed, split, trainer.predict(arrays[split])) for split in ("valid", "test")]
-            save_model(trainer.model, tmp / f"seed{seed}")
+            _, per_seed[seed], predictions = fit_seed(
+                model, train_config(params, seed), arrays["train"], arrays["valid"], scored(arrays),
+                work_dir(root, STAGE, dataset, item, seed, digest), tmp / f"seed{seed}")
+            records += [(seed, split, p) for split, p in predictions]
         summary = {"variant": item, "stage": STAGE, "hparams": hparams, "params_digest": digest, "seeds": per_seed}
         write_variant(tmp, records, summary)
     return {"model": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

@@ -100,11 +100,9 @@ def batch_of(data: dict[str, np.ndarray], rows: np.ndarray, text: bool) -> dict[
 
 def table(argv: list[str]) -> None:
     """Score the named variants' test predictions like the evaluate stage; write the tables."""
-    import pandas as pd
-
     from assets import evaluate
-    from assets.split import load_splits
-    from models.metrics import longtail_mask, relaimpr
+    from assets.runs import PREDICTIONS
+    from models.metrics import relaimpr
 
     parser = argparse.ArgumentParser(prog="bench_clickprompt.py table")
     parser.add_argument("variants", nargs="+", help="STAGE/VARIANT, e.g. train/dcnv2")
@@ -114,28 +112,15 @@ def table(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     dataset = params.get_path("data.name")
-    share = float(params.get_path("evaluate.longtail_share"))
-    splits = load_splits(ROOT, dataset)
-    test, train = splits["test"], splits["train"]
-    y = test["label"].to_numpy(dtype=np.float64)
-    scenario = test["scenario"].astype(str).to_numpy()
-    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
-    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+    test_set = evaluate.TestSet.load(params, ROOT)
     results = {}
     for spec in args.variants:
         stage, variant = spec.split("/")
-        preds = pd.read_parquet(artifact_dir(ROOT, stage, dataset) / variant / "predictions.parquet")
-        preds = preds[preds["split"] == "test"]
-        per_seed = [evaluate.score_seed(y, g.sort_values("row")["prob"].to_numpy(), scenario, lt_user, lt_item)
-                    for _, g in preds.groupby("seed", sort=True)]
-        results[variant] = {"stage": stage, **evaluate.aggregate(per_seed)}
+        probs = test_set.seed_probs(artifact_dir(ROOT, stage, dataset) / variant / PREDICTIONS)
+        results[variant] = {"stage": stage, **evaluate.aggregate([test_set.score(p) for p in probs.values()])}
     for entry in results.values():
         entry["relaimpr"] = round(relaimpr(entry["auc"], results[args.base]["auc"]), 6)
-    from models.metrics import SEGMENTS
-
-    segments = {"longtail_share": share, "test_rows": {
-        k: int(((lt_user == u) & (lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
-    text = evaluate.results_markdown(dataset, results, args.base, segments)
+    text = evaluate.results_markdown(dataset, results, args.base, test_set.segment_rows())
     print(text)
     replace_block(RESULTS, args.name, text)
 

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,27 +83,12 @@ def retrieval_table(params, root: Path, dataset: str) -> tuple[str, dict]:
     return head + "\n" + "\n".join(rows) + "\n", figures
 
 
-def _seed_probs(path: Path, n: int) -> dict[int, np.ndarray]:
-    preds = pd.read_parquet(path)
-    preds = preds[preds["split"] == "test"]
-    out = {}
-    for seed, group in preds.groupby("seed", sort=True):
-        probs = group.sort_values("row")["prob"].to_numpy()
-        if len(probs) != n:
-            raise SystemExit(f"{path}: seed {seed} has {len(probs)} test rows, expected {n}")
-        out[int(seed)] = probs
-    return out
-
-
 def ranking_table(params, root: Path, dataset: str, variants: list[str]) -> tuple[str, dict]:
-    from models.metrics import SEGMENTS, auc, longtail_mask, segment_aucs
+    from assets.evaluate import TestSet
+    from models.metrics import SEGMENTS, auc, segment_aucs
 
-    splits = load_splits(root, dataset)
-    train, test = splits["train"], splits["test"]
-    y = test["label"].to_numpy()
-    share = float(params.get_path("evaluate.longtail_share"))
-    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
-    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+    test_set = TestSet.load(params, root)
+    train, test, y, lt_user, lt_item = test_set.train, test_set.test, test_set.y, test_set.lt_user, test_set.lt_item
     counts = test["item_id"].map(train["item_id"].value_counts()).fillna(0).to_numpy()
     columns = {"overall": np.ones(len(y), dtype=bool)}
     columns.update({k: (lt_user == u) & (lt_item == i) for k, (u, i) in SEGMENTS.items()})
@@ -118,7 +102,7 @@ def ranking_table(params, root: Path, dataset: str, variants: list[str]) -> tupl
         if not path.is_file():
             print(f"skipping {name}: {path} not found", file=sys.stderr)
             continue
-        per_seed = _seed_probs(path, len(y))
+        per_seed = test_set.seed_probs(path)
         figures["models"][name] = {
             col: {seed: (segment_aucs(y, p, lt_user, lt_item)[col]["auc"] if col in SEGMENTS else auc(y[m], p[m]))
                   for seed, p in per_seed.items()}

@@ -40,16 +40,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assets.evaluate import aggregate, score_seed  # noqa: E402
+from assets.evaluate import TestSet, aggregate  # noqa: E402
 from assets.features import load_encoded  # noqa: E402
 from assets.llm4msr import BASELINE_STAGE, STAGE, model_hparams, scenario_table  # noqa: E402
 from assets.prompts import scenario_stats  # noqa: E402
-from assets.split import load_splits  # noqa: E402
 from llm4ctr.atomic import replace_block  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
-from models.metrics import longtail_mask  # noqa: E402
 from models.msr import BACKBONES, build_msr, load_msr, parse_variant, variant_name  # noqa: E402
 
 RESULTS = ROOT / "docs" / "RESULTS_LLM4MSR.md"
@@ -179,13 +177,8 @@ def bench(args) -> str:
 def table(args) -> str:
     params = load_params(ROOT / "params.yaml")
     dataset = params.get_path("data.name")
-    splits = load_splits(ROOT, dataset)
-    test, train = splits["test"], splits["train"]
-    y = test["label"].to_numpy(dtype=np.float64)
-    scenario = test["scenario"].astype(str).to_numpy()
-    share = float(params.get_path("evaluate.longtail_share"))
-    lt_user = longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
-    lt_item = longtail_mask(train["item_id"].value_counts(), test["item_id"], share)
+    test_set = TestSet.load(params, ROOT)
+    train = test_set.train
     results, spreads, times = {}, {}, {}
     for backbone in BACKBONES:
         for e in ENHANCEMENTS:
@@ -193,10 +186,7 @@ def table(args) -> str:
             folder = artifact_dir(ROOT, stage_of(v), dataset) / v
             if not (folder / "predictions.parquet").is_file():
                 continue
-            preds = pd.read_parquet(folder / "predictions.parquet")
-            preds = preds[preds["split"] == "test"]
-            per_seed = [score_seed(y, g.sort_values("row")["prob"].to_numpy(), scenario, lt_user, lt_item)
-                        for _, g in preds.groupby("seed", sort=True)]
+            per_seed = [test_set.score(p) for p in test_set.seed_probs(folder / "predictions.parquet").values()]
             results[v] = aggregate(per_seed)
             spreads[v] = {s: float(np.std([p["per_scenario"][s] for p in per_seed])) for s in per_seed[0]["per_scenario"]}
             summary = json.loads((folder / "summary.json").read_text())

@@ -58,15 +58,21 @@ def set_path(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (an empty file is an empty mapping); ParamsError naming the file
+    when it is not valid YAML."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
     """Read params.yaml at ``path`` and apply dotted-key ``overrides``."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the project root or pass --params)")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    tree = read_yaml(path)
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
     tree = copy.deepcopy(tree)

@@ -143,13 +143,13 @@ def profile(
     """Print a profile's overrides as `-S key=value` arguments (for `dvc exp run` and `llm4ctr fetch`)."""
     import shlex
 
-    import yaml
+    from llm4ctr.params import read_yaml
 
     path = Path.cwd() / "profiles" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
         raise Llm4ctrError(f"{path}: no such profile (known: {known})")
-    overrides = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    overrides = read_yaml(path)
     if not isinstance(overrides, dict):
         raise Llm4ctrError(f"{path}: expected a mapping of dotted keys to values")
     load_params(PARAMS_FILE, overrides)  # fails early, naming the key, if a path is not a mapping
