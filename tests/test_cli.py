@@ -87,3 +87,11 @@ def test_unknown_profile_lists_the_known_ones(tmp_path):
     out = _cli("profile", "nope", cwd=tmp_path)
     assert out.returncode == 2
     assert "no such profile (known: paper)" in out.stderr
+
+
+def test_broken_profile_yaml_names_the_file(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "broken.yaml").write_text("data.name: [ml-1m\n")
+    out = _cli("profile", "broken", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "broken.yaml: not valid YAML" in out.stderr
