@@ -269,9 +269,8 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     from models.trainer import Trainer
 
     settings = dict(params.get_path("clickprompt.finetune"))
-    if float(settings["plm_lr"]) > 0:
-        raise ParamsError("clickprompt.finetune.plm_lr > 0 needs models.trainer.Trainer to build its optimizer from "
-                          "the model's param_groups(lr) (ClickPromptWithPLM provides them); use 0 (frozen PLM)")
+    if float(settings["plm_lr"]) < 0:
+        raise ParamsError(f"clickprompt.finetune.plm_lr must be >= 0 (0 = frozen PLM), got {settings['plm_lr']}")
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
     plm = str(source / "plm") if source else _plm(params)

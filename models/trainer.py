@@ -174,7 +174,9 @@ class Trainer:
         """The epoch loop; returns the final state (rank 0's, on every rank)."""
         cfg = self.config
         net = self._wrap()
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # a model with parts at other rates (ClickPrompt's PLM encoder) says so through param_groups(lr)
+        groups = self.model.param_groups(cfg.lr) if hasattr(self.model, "param_groups") else self.model.parameters()
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         state = self._start_state(ckpt_dir, resume, optimizer, scaler)
         epochs = range(state["epoch"] + 1, cfg.max_epochs + 1)

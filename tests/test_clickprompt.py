@@ -299,6 +299,12 @@ def test_with_plm_fuses_both_logits_and_trains_the_ctr_side_through_a_frozen_plm
     groups = tuned.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 3e-5]
     assert sum(len(g["params"]) for g in groups) == len(list(tuned.parameters()))
+    # the trainer takes those groups: the encoder moves, by steps of plm_lr (Adam), not of the trainer's lr
+    before = [p.detach().clone() for p in tuned.net.encoder.parameters()]
+    Trainer(tuned, TrainConfig(batch_size=32, max_epochs=1, lr=3e-3, progress=False)).fit(
+        _arrays(1, 64), _arrays(2, 32), tmp_path / "tuned")
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(tuned.net.encoder.parameters(), before))
+    assert 0 < moved < 2 * 3e-5 * 1.5
 
 
 def test_cls_and_mean_pooling():

@@ -145,8 +145,8 @@ def test_user_errors_name_the_setting(root):
         clickprompt.finetune(params, root, item="sideways")
     with pytest.raises(DataError, match="'input' to clickprompt.pretrain.variants"):
         clickprompt.finetune(params, root, item="clickprompt_wo_layerwise")
-    with pytest.raises(ParamsError, match="plm_lr"):
-        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": 3e-5}), root, item="clickprompt_wo_both")
+    with pytest.raises(ParamsError, match="plm_lr must be >= 0"):
+        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, item="clickprompt_wo_both")
     with pytest.raises(ParamsError, match="unknown setting"):
         clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, item="plain")
     with pytest.raises(ParamsError, match="row budget"):
