@@ -64,7 +64,8 @@ def test_missing_upstream_output_names_the_file(tmp_path):
     assert "artifacts/ingest/ml-100k/interactions.parquet: not found" in out.stderr
 
 
-def test_paper_profile_overrides_only_existing_params():
+@pytest.mark.parametrize("profile", ["paper", "full"])
+def test_profiles_override_only_existing_params(profile):
     from pathlib import Path
 
     import yaml
@@ -73,11 +74,18 @@ def test_paper_profile_overrides_only_existing_params():
 
     root = Path(__file__).resolve().parents[1]
     params = load_params(root / "params.yaml")
-    overrides = yaml.safe_load((root / "profiles" / "paper.yaml").read_text())
+    overrides = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())
     missing = [key for key in overrides if params.get_path(key, default=KeyError) is KeyError]
-    assert not missing, f"profiles/paper.yaml names params that params.yaml lacks: {missing}"
-    out = _cli("profile", "paper", cwd=root)
+    assert not missing, f"profiles/{profile}.yaml names params that params.yaml lacks: {missing}"
+    out = _cli("profile", profile, cwd=root)
     assert out.returncode == 0
+    assert "-S 'train.seeds=[2024, 2025, 2026]'" in out.stdout
+
+
+def test_paper_profile_switches_data_and_split():
+    from pathlib import Path
+
+    out = _cli("profile", "paper", cwd=Path(__file__).resolve().parents[1])
     assert "-S data.name=ml-1m" in out.stdout and "-S split.method=global_time" in out.stdout
 
 
