@@ -1,6 +1,7 @@
 # llm4ctr: every target bootstraps .venv when missing (pinned dependencies, torch 2.13.0 CPU).
 #   make run    fetch ML-100K, `dvc repro` the default pipeline, print the summary table
-#               (PROFILE=paper: ML-1M, larger PLM/LLM, GPU; profiles/*.yaml, run as a `dvc exp run`)
+#               (PROFILE=full: the complete ML-100K tables; PROFILE=paper: ML-1M, larger PLM/LLM, GPU;
+#               profiles/*.yaml, run as a `dvc exp run`)
 #   make test   the test suite (fast; slow/network tests: make test-slow)
 #   make ui     Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
 #   make serve  the CTR service (BentoML) on 127.0.0.1:$(PORT), PORT=3000 by default

@@ -14,6 +14,11 @@ the evaluate stage's per-scenario AUCs out like the LLM4MSR paper (rows backbone
 
 Cold start: a user whose prompt lists fewer than ``llm4msr.cold_start_min_liked`` liked items (by
 default: none at all), and any user unseen in training, gets the model's learned default state.
+
+Control (``llm4msr.user_states``): ``llm`` (the default) feeds each user their own LLM state;
+``shuffled`` hands the warm users' states out among them in a seeded random order, ``random``
+replaces them by Gaussian vectors of the same mean and spread. An _ours model that does as well on
+those as on ``llm`` gains nothing from what the LLM says about each user (docs/RESULTS_LLM4MSR.md).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ BASELINE_STAGE, STAGE = "msr", "llm4msr"
 PARAM_KEYS = ("data.name", "features", "llm4msr")
 STATE_STAGES = {"user": "hidden_states_user", "scenario": "hidden_states_scenario"}
 PROMPTS_STAGE = "prompts"
+USER_STATES = ("llm", "shuffled", "random")
+CONTROL_SEED = 0  # the permutation / draw of the shuffled and random controls
 
 
 def model_hparams(params: Params, variant: str) -> dict[str, Any]:
@@ -108,7 +115,8 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     warm = (rows >= FIRST_ID) & (liked.reindex(user_ids.to_numpy()).fillna(0).to_numpy() >= min_liked)
     users = torch.zeros(encoder.vocab_sizes[user_field], user_states.shape[1])
     known = torch.zeros(encoder.vocab_sizes[user_field], dtype=torch.bool)
-    users[torch.as_tensor(rows[warm])] = user_states[torch.as_tensor(np.flatnonzero(warm))]
+    users[torch.as_tensor(rows[warm])] = control(user_states[torch.as_tensor(np.flatnonzero(warm))],
+                                                 str(section.get("user_states", "llm")))
     known[torch.as_tensor(rows[warm])] = True
 
     positions = pd.Series(np.arange(len(scenario_ids)), index=scenario_ids.to_numpy())
@@ -120,6 +128,22 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     in_training = encoder.vocab_sizes[user_field] - FIRST_ID
     return {"users": users, "known": known, "scenarios": scenarios, "dim": int(user_states.shape[1]),
             "warm_users": int(known.sum()), "cold_users": in_training - int(known.sum())}
+
+
+def control(states: torch.Tensor, kind: str) -> torch.Tensor:
+    """The user states as fed to the model: as they are (``llm``), permuted among users (``shuffled``)
+    or Gaussian with the same per-dimension mean and std (``random``); seeded by ``CONTROL_SEED``."""
+    import torch
+
+    if kind not in USER_STATES:
+        raise ParamsError(f"llm4msr.user_states must be one of {USER_STATES}, got {kind!r}")
+    generator = torch.Generator().manual_seed(CONTROL_SEED)
+    if kind == "shuffled":
+        return states[torch.randperm(len(states), generator=generator)]
+    if kind == "random":
+        noise = torch.randn(states.shape, generator=generator)
+        return states.mean(dim=0) + noise * states.std(dim=0, unbiased=False)
+    return states
 
 
 def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[str, Any]:
@@ -154,7 +178,8 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
         summary = {"variant": variant, "stage": stage, "hparams": hparams, "params_digest": digest, "seeds": per_seed,
                    "scenarios": list(encoder.vocabs[hparams["scenario_field"]])}
         if ours:
-            summary.update(warm_users=states["warm_users"], cold_users=states["cold_users"])
+            summary.update(warm_users=states["warm_users"], cold_users=states["cold_users"],
+                           user_states=str(params.get_path("llm4msr").get("user_states", "llm")))
         write_variant(tmp, records, summary)
     return {"variant": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
 

@@ -2,6 +2,7 @@
 
     python bench/bench_llm4msr.py [--threads 1] [--repeats 200] [--train-steps 8]
     python bench/bench_llm4msr.py table
+    python bench/bench_llm4msr.py probe
 
 Default command — cost, on the real ML-100K features (``artifacts/features``), for each of the six
 backbones, plain against ``_ours`` (and ``_dn``/``_ep`` for reference). The models are the seed
@@ -21,7 +22,14 @@ take turns inside every repeat so machine noise (a shared 2-core CPU) hits all a
 artifacts/llm4msr exactly as the evaluate stage does (assets.evaluate.score_seed / aggregate, mean
 over seeds) and writes the paper-style per-scenario AUC table (assets.llm4msr.scenario_table), the
 seed spread, the gain of _ours per scenario with each scenario's training sparsity, and the run
-times. Both commands write their part of docs/RESULTS_LLM4MSR.md between markers (text around them is kept).
+times.
+
+``probe`` — what the cached user states (artifacts/hidden_states_user) say about each user: linear
+probes under 5-fold cross-validation, from the standardized states and, as the floor, from Gaussian
+noise of the same shape: ridge R^2 of the user's training positive rate, and accuracy of logistic
+probes for the user's age group (the scenario), gender and occupation next to the majority class.
+
+Each command writes its part of docs/RESULTS_LLM4MSR.md between markers (text around them is kept).
 """
 
 from __future__ import annotations
@@ -224,15 +232,49 @@ def table(args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe(args) -> str:
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.model_selection import cross_val_score
+
+    from assets.llm4msr import read_states
+
+    params = load_params(ROOT / "params.yaml")
+    dataset = params.get_path("data.name")
+    ids, states = read_states(ROOT, dataset, "user")
+    x = states.numpy()
+    x = (x - x.mean(0)) / np.where(x.std(0) > 1e-6, x.std(0), 1.0)
+    noise = np.random.default_rng(0).standard_normal(x.shape)
+    train = TestSet.load(params, ROOT).train
+    users = train.assign(user_id=train["user_id"].astype(str)).groupby("user_id")
+    rate = users["label"].mean().reindex(ids.to_numpy())
+    keep = rate.notna().to_numpy()
+    lines = [f"Cached user states: {len(x)} users x {x.shape[1]} dims ({params.get_path('llm.name')}, "
+             f"{params.get_path('hidden_states.user.pooling')} pooling); 5-fold cross-validation, {keep.sum()} users "
+             "with training rows.", "", "| target | probe | from LLM states | from noise | majority class |",
+             "|---|---|---|---|---|"]
+    ridge = RidgeCV(alphas=np.logspace(-1, 4, 12))
+    r2 = [cross_val_score(ridge, feats[keep], rate.to_numpy()[keep], cv=5, scoring="r2").mean() for feats in (x, noise)]
+    lines.append(f"| training positive rate | ridge R^2 | {r2[0]:.3f} | {r2[1]:.3f} | - |")
+    for column in ("scenario", "gender", "occupation"):
+        if column not in train.columns:
+            continue
+        target = users[column].first().astype(str).reindex(ids.to_numpy()).to_numpy()[keep]
+        logistic = LogisticRegression(max_iter=2000, C=0.1)
+        acc = [cross_val_score(logistic, feats[keep], target, cv=5).mean() for feats in (x, noise)]
+        majority = pd.Series(target).value_counts(normalize=True).iloc[0]
+        lines.append(f"| {column} | logistic accuracy | {acc[0]:.3f} | {acc[1]:.3f} | {majority:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     apply_defaults()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=("cost", "table"), default="cost")
+    parser.add_argument("what", nargs="?", choices=("cost", "table", "probe"), default="cost")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--train-steps", type=int, default=8)
     args = parser.parse_args()
-    body = table(args) if args.what == "table" else bench(args)
+    body = {"table": table, "probe": probe, "cost": bench}[args.what](args)
     print(body)
     replace_block(RESULTS, f"bench_llm4msr {args.what}", body)
 

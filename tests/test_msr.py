@@ -290,6 +290,32 @@ def test_state_table_standardizes_known_rows_and_checks_shapes():
         table.load(torch.zeros(4, 3))
 
 
+def test_state_table_global_scale_keeps_the_ratio_of_dimensions():
+    table = StateTable(4, 2, scale="global")
+    table.load(torch.tensor([[1.0, 10], [3, 10], [1, 14], [3, 14]]))
+    rows = table(torch.arange(4))
+    torch.testing.assert_close(rows.mean(0), torch.zeros(2))
+    torch.testing.assert_close(rows.std(0, unbiased=False) / rows.pow(2).mean().sqrt(), torch.tensor([1.0, 2.0]) / 1.5811,
+                               atol=1e-4, rtol=0)  # one scale for both: dimension 2 keeps twice the spread
+    with pytest.raises(ParamsError, match="state_scale"):
+        StateTable(4, 2, scale="per-row")
+
+
+def test_concat_bottom_and_alpha_init_options():
+    encoder = data()[0]
+    params = {**TINY_ENHANCEMENTS["ours"], "bottom": "concat", "alpha_init": 0.1, "state_scale": "global"}
+    model = build_msr("mmoe_ours", encoder.vocab_sizes, embedding_dim=4, backbone_params=TINY_BACKBONES["mmoe"],
+                      enhancement_params=params)
+    ours = model.enhancement
+    assert ours.output_dim == ours.input_dim + 16 and model.backbone.input_dim == ours.output_dim
+    assert abs(float(ours.alpha.detach()) - 0.1) < 1e-6
+    out = logits(model, tensors(data()[1], 40))
+    assert out.shape == (40,) and torch.isfinite(out).all()
+    for bad in ({"bottom": "sideways"}, {"alpha_init": 1.0}):
+        with pytest.raises(ParamsError, match="bottom must be one of"):
+            build_msr("mmoe_ours", encoder.vocab_sizes, enhancement_params={**TINY_ENHANCEMENTS["ours"], **bad})
+
+
 def test_partitioned_norm_uses_each_scenarios_own_batch_statistics():
     model = make("star")
     norm = model.backbone.norm.train()

@@ -112,6 +112,23 @@ def test_llm_states_align_with_encoder_ids_and_leave_cold_users_out(root):
         torch.testing.assert_close(states["scenarios"][k], scenario_raw[scenario_ids.tolist().index(name)])
 
 
+def test_user_state_controls_keep_the_warm_set_but_not_who_gets_which_state(root):
+    encoder, _ = features.load_encoded(root, "ml-100k")
+    real = llm4msr.llm_states(make_params(), root, encoder)
+    warm = real["known"]
+    for kind in ("shuffled", "random"):
+        params = make_params()
+        params["llm4msr"]["user_states"] = kind
+        fed = llm4msr.llm_states(params, root, encoder)
+        assert torch.equal(fed["known"], warm) and torch.equal(fed["scenarios"], real["scenarios"])
+        assert not torch.allclose(fed["users"][warm], real["users"][warm])
+        assert torch.all(fed["users"][~warm] == 0)
+    shuffled = llm4msr.control(real["users"][warm], "shuffled")  # the same states, handed to other users
+    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, real["users"][warm].tolist()))
+    with pytest.raises(ParamsError, match="user_states must be one of"):
+        llm4msr.control(real["users"][warm], "inverted")
+
+
 def test_variants_in_the_wrong_list_are_refused(root):
     with pytest.raises(ParamsError, match="llm4msr.enhanced lists 'star'"):
         llm4msr.run(make_params(), root, item="star")

@@ -10,7 +10,12 @@ buffers (:class:`StateTable`), so they travel inside the checkpoint.
 * :class:`LLM4MSR` ("bottom + parallel"): user-level meta layers at the bottom transform the
   embeddings that the backbone then reads; scenario-level meta layers run in parallel on the
   embeddings down to one logit; logit = alpha * scenario_logit + (1 - alpha) * backbone_logit, with
-  alpha = sigmoid(a) learnable (a starts at 0: an even blend).
+  alpha = sigmoid(a) learnable (starting at ``alpha_init``, by default 0.5: an even blend).
+
+Two departures from the paper's layout are options, because on ML-100K with a 135M LLM the paper's
+layout loses to the plain backbone (docs/RESULTS_LLM4MSR.md): ``bottom="concat"`` lets the backbone
+read the embeddings next to the user-level meta layers' output (instead of that output alone), and a
+small ``alpha_init`` starts the fused logit close to the backbone's.
 
 Serving cost: the generated parameters depend only on the user / the scenario, so in eval mode they
 are generated once for every row of the state tables and cached; a forward is then a gather plus
@@ -35,15 +40,22 @@ GROUP_MIN_ROWS = 16  # inference: materialize per-user layers when a batch has t
 
 
 class StateTable(nn.Module):
-    """Cached hidden states by row id, standardized per dimension; rows without a state -> ``default``.
+    """Cached hidden states by row id, centred and scaled; rows without a state -> ``default``.
 
-    Standardization (mean and std over the rows that have a state, computed in :meth:`load`) removes
-    what all prompts share (the template, the instruction) and leaves what tells rows apart; the
-    learned ``default`` starts at zero, i.e. at the average state.
+    Centring (the mean over the rows that have a state, computed in :meth:`load`) removes what all
+    prompts share (the template, the instruction) and leaves what tells rows apart. ``scale``
+    "dimension" divides each dimension by its own std; "global" divides all by one (the RMS of the
+    centred states), which keeps the LLM's own weighting of its dimensions instead of blowing nearly
+    constant ones up to unit variance. The learned ``default`` starts at zero, i.e. at the average state.
     """
 
-    def __init__(self, num_rows: int, dim: int):
+    SCALES = ("dimension", "global")
+
+    def __init__(self, num_rows: int, dim: int, scale: str = "dimension"):
         super().__init__()
+        if scale not in self.SCALES:
+            raise ParamsError(f"llm4msr state_scale must be one of {self.SCALES}, got {scale!r}")
+        self.scale = scale
         self.register_buffer("states", torch.zeros(num_rows, dim))
         self.register_buffer("known", torch.zeros(num_rows, dtype=torch.bool))
         self.register_buffer("mean", torch.zeros(dim))
@@ -62,7 +74,11 @@ class StateTable(nn.Module):
             self.known.copy_(known)
             rows = self.states[self.known]
             if len(rows):
-                std = rows.std(dim=0, unbiased=False)
+                centred = rows - rows.mean(dim=0)
+                if self.scale == "dimension":
+                    std = centred.pow(2).mean(dim=0).sqrt()
+                else:
+                    std = centred.pow(2).mean().sqrt().expand(rows.shape[1])
                 self.mean.copy_(rows.mean(dim=0))
                 self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
@@ -161,23 +177,32 @@ class LLM4MSR(Enhancement):
     ``user_dims``: widths of the user-level meta layers after the input (the last is the backbone's
     input width); ``scenario_dims``: hidden widths of the scenario-level meta layers (a final width-1
     layer gives the logit); ``llm_dim``: the LLM's hidden size (SmolLM2-135M: 576); ``meta_hidden``:
-    the meta-networks' hidden width.
+    the meta-networks' hidden width; ``bottom``: "replace" (the backbone reads the user-level meta
+    layers' output, the paper) or "concat" (it reads [embeddings, that output]); ``alpha_init``: the
+    starting weight of the scenario-level logit; ``state_scale``: see :class:`StateTable`.
     """
+
+    BOTTOMS = ("replace", "concat")
 
     def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, num_scenarios: int, llm_dim: int = 576,
                  user_dims: tuple[int, ...] = (64,), scenario_dims: tuple[int, ...] = (64,), meta_hidden: int = 8,
-                 user_field: str = "user_id"):
+                 user_field: str = "user_id", bottom: str = "replace", alpha_init: float = 0.5,
+                 state_scale: str = "dimension"):
         super().__init__(vocab_sizes, embedding_dim, num_scenarios)
         if user_field not in vocab_sizes:
             raise ParamsError(f"llm4msr user_field '{user_field}' is not a feature field (fields: {list(vocab_sizes)})")
+        if bottom not in self.BOTTOMS or not 0 < alpha_init < 1:
+            raise ParamsError(f"llm4msr bottom must be one of {self.BOTTOMS} and 0 < alpha_init < 1; "
+                              f"got bottom {bottom!r}, alpha_init {alpha_init}")
         self.user_field = user_field
-        self.users = StateTable(vocab_sizes[user_field], llm_dim)
-        self.scenarios = StateTable(num_scenarios, llm_dim)
+        self.bottom = bottom
+        self.users = StateTable(vocab_sizes[user_field], llm_dim, state_scale)
+        self.scenarios = StateTable(num_scenarios, llm_dim, state_scale)
         self.user_layers = MetaLayers(llm_dim, [self.input_dim, *user_dims], meta_hidden, final_activation=True)
         self.scenario_layers = MetaLayers(llm_dim, [self.input_dim, *scenario_dims, 1], meta_hidden,
                                           final_activation=False)
-        self.alpha_logit = nn.Parameter(torch.zeros(()))
-        self.output_dim = self.user_layers.shapes[-1][1]
+        self.alpha_logit = nn.Parameter(torch.logit(torch.tensor(float(alpha_init))))
+        self.output_dim = self.user_layers.shapes[-1][1] + (self.input_dim if bottom == "concat" else 0)
         self._cache: dict[str, torch.Tensor] = {}
         self.register_load_state_dict_post_hook(lambda module, keys: module._cache.clear())
 
@@ -232,6 +257,8 @@ class LLM4MSR(Enhancement):
     def forward(self, emb, batch, scenario, backbone):
         x = emb.flatten(1)
         bottom = self._bottom(x, batch[self.user_field])
+        if self.bottom == "concat":
+            bottom = torch.cat([x, bottom], dim=1)
         parallel = self.scenario_layers.by_group(x, self._scenario_params(x.device), scenario).squeeze(-1)
         alpha = self.alpha
         return alpha * parallel + (1 - alpha) * backbone(bottom, scenario)
