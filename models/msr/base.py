@@ -32,8 +32,11 @@ def route(fn: Callable[..., torch.Tensor], scenario: torch.Tensor, *tensors: tor
     processed together (one matmul per scenario, not one per row); the out-of-place ``index_copy``
     keeps autograd intact.
     """
+    present = torch.unique(scenario).tolist()
+    if len(present) == 1:  # one scenario in the batch (every one-row request): no gather, no scatter
+        return fn(present[0], *tensors)
     out: torch.Tensor | None = None
-    for k in torch.unique(scenario).tolist():
+    for k in present:
         rows = (scenario == k).nonzero(as_tuple=True)[0]
         part = fn(k, *(t.index_select(0, rows) for t in tensors))
         if out is None:

@@ -149,11 +149,16 @@ class MetaLayers(nn.Module):
     def _activate(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x) if self.final_activation or i < len(self.shapes) - 1 else x
 
-    def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Run the layers generated from each row's code: x [B, in], codes [B, meta_hidden] -> [B, out]."""
+    def stacked(self) -> torch.Tensor:
+        """[num_params, 1 + meta_hidden]: the head's bias and weight side by side (the A_j of the class doc)."""
+        return torch.cat([self.head.bias.unsqueeze(1), self.head.weight], dim=1)
+
+    def forward(self, x: torch.Tensor, codes: torch.Tensor, stacked: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the layers generated from each row's code: x [B, in], codes [B, meta_hidden] -> [B, out];
+        ``stacked``: :meth:`stacked`, when the caller keeps it (it is constant at inference)."""
         ones = codes.new_ones(len(codes), 1)
         z = torch.cat([ones, codes], dim=1).unsqueeze(1)  # [B, 1, 1 + H]: z~ = [1, z]
-        stacked = torch.cat([self.head.bias.unsqueeze(1), self.head.weight], dim=1)  # [P, 1 + H]
+        stacked = self.stacked() if stacked is None else stacked  # [P, 1 + H]
         for i, ((n_in, n_out), (start, stop)) in enumerate(zip(self.shapes, self._spans())):
             weights = stacked[start:start + n_in * n_out].reshape(n_in, n_out * z.shape[-1])
             h = (x @ weights).view(len(x), n_out, -1)
@@ -162,9 +167,11 @@ class MetaLayers(nn.Module):
 
     def by_group(self, x: torch.Tensor, params: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Rows of group g run the layers of ``params[g]`` ([G, num_params]); one matmul per group present."""
-        return route(lambda g, rows: self._dense(rows, params[g]), groups, x)
+        if len(x) == 1:  # a one-row request: no routing
+            return self.run(x, params[int(groups[0])])
+        return route(lambda g, rows: self.run(rows, params[g]), groups, x)
 
-    def _dense(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The layers of one parameter vector [num_params] on every row of ``x``."""
         for i, (w, b) in enumerate(self.unpack(params)):
             x = self._activate(i, x @ w + b)
@@ -247,12 +254,18 @@ class LLM4MSR(Enhancement):
         candidates for one user) materializes each user's layers once and runs plain matmuls; any
         other batch takes the per-row path of :meth:`MetaLayers.forward`. Both compute the same values.
         """
-        if not self.training:
+        if self.training:
+            return self.user_layers(x, self._user_codes(ids))
+        if len(ids) == 1:  # a one-row request: this user's layers, materialized
+            return self.user_layers.run(x, self.user_layers.generate(self._user_codes(ids))[0])
+        if len(ids) >= GROUP_MIN_ROWS:
             unique, inverse = torch.unique(ids, return_inverse=True)
             if len(unique) * GROUP_MIN_ROWS <= len(ids):
                 layers = self.user_layers
                 return layers.by_group(x, layers.generate(self._user_codes(unique)), inverse)
-        return self.user_layers(x, self._user_codes(ids))
+        if "stacked" not in self._cache:
+            self._cache["stacked"] = self.user_layers.stacked()
+        return self.user_layers(x, self._user_codes(ids), self._cache["stacked"])
 
     def forward(self, emb, batch, scenario, backbone):
         x = emb.flatten(1)
@@ -260,5 +273,4 @@ class LLM4MSR(Enhancement):
         if self.bottom == "concat":
             bottom = torch.cat([x, bottom], dim=1)
         parallel = self.scenario_layers.by_group(x, self._scenario_params(x.device), scenario).squeeze(-1)
-        alpha = self.alpha
-        return alpha * parallel + (1 - alpha) * backbone(bottom, scenario)
+        return torch.lerp(backbone(bottom, scenario), parallel, self.alpha)  # alpha * parallel + (1 - alpha) * backbone
