@@ -273,4 +273,5 @@ class LLM4MSR(Enhancement):
         if self.bottom == "concat":
             bottom = torch.cat([x, bottom], dim=1)
         parallel = self.scenario_layers.by_group(x, self._scenario_params(x.device), scenario).squeeze(-1)
-        return torch.lerp(backbone(bottom, scenario), parallel, self.alpha)  # alpha * parallel + (1 - alpha) * backbone
+        alpha = self.alpha
+        return alpha * parallel + (1 - alpha) * backbone(bottom, scenario)
