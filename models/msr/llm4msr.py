@@ -12,10 +12,11 @@ buffers (:class:`StateTable`), so they travel inside the checkpoint.
   embeddings down to one logit; logit = alpha * scenario_logit + (1 - alpha) * backbone_logit, with
   alpha = sigmoid(a) learnable (starting at ``alpha_init``, by default 0.5: an even blend).
 
-Two departures from the paper's layout are options, because on ML-100K with a 135M LLM the paper's
-layout loses to the plain backbone (docs/RESULTS_LLM4MSR.md): ``bottom="concat"`` lets the backbone
-read the embeddings next to the user-level meta layers' output (instead of that output alone), and a
-small ``alpha_init`` starts the fused logit close to the backbone's.
+Two departures from the paper's layout are options, tried because on ML-100K with a 135M LLM the
+paper's layout loses to the plain backbone: ``bottom="concat"`` lets the backbone read the embeddings
+next to the user-level meta layers' output (instead of that output alone), and a small
+``alpha_init`` starts the fused logit close to the backbone's. They helped STAR only
+(docs/RESULTS_LLM4MSR.md), so the defaults are the paper's.
 
 Serving cost: the generated parameters depend only on the user / the scenario, so in eval mode they
 are generated once for every row of the state tables and cached; a forward is then a gather plus
@@ -74,11 +75,10 @@ class StateTable(nn.Module):
             self.known.copy_(known)
             rows = self.states[self.known]
             if len(rows):
-                centred = rows - rows.mean(dim=0)
                 if self.scale == "dimension":
-                    std = centred.pow(2).mean(dim=0).sqrt()
+                    std = rows.std(dim=0, unbiased=False)
                 else:
-                    std = centred.pow(2).mean().sqrt().expand(rows.shape[1])
+                    std = (rows - rows.mean(dim=0)).pow(2).mean().sqrt().expand(rows.shape[1])
                 self.mean.copy_(rows.mean(dim=0))
                 self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
