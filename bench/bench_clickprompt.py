@@ -207,7 +207,7 @@ def main() -> None:
     max_length = int(params.get_path("clickprompt.max_length"))
     split_texts = texts(params, ROOT, dataset)
     rng = np.random.default_rng(0)
-    test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests, args.batch), replace=False))
+    test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests + 5, args.batch), replace=False))
     test = text_arrays(arrays["test"], split_texts["test"], test_rows, tokenizer, max_length)
     sizes = {"dcnv2": int(params.get_path("train.batch_size")), "clickprompt_wo_plm": int(params.get_path("train.batch_size")),
              "clickprompt_with_plm": int(params.get_path("clickprompt.finetune.train.batch_size"))}
