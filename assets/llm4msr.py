@@ -103,6 +103,7 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     section = params.get_path("llm4msr")
     user_field, scenario_field = str(section.get("user_field", "user_id")), str(section.get("scenario_field", "scenario"))
     min_liked = int(section.get("cold_start_min_liked", 1))
+    kind = str(section.get("user_states", "llm"))
     user_ids, user_states = read_states(root, dataset, "user")
     scenario_ids, scenario_states = read_states(root, dataset, "scenario")
     if user_states.shape[1] != scenario_states.shape[1]:
@@ -115,8 +116,7 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     warm = (rows >= FIRST_ID) & (liked.reindex(user_ids.to_numpy()).fillna(0).to_numpy() >= min_liked)
     users = torch.zeros(encoder.vocab_sizes[user_field], user_states.shape[1])
     known = torch.zeros(encoder.vocab_sizes[user_field], dtype=torch.bool)
-    users[torch.as_tensor(rows[warm])] = control(user_states[torch.as_tensor(np.flatnonzero(warm))],
-                                                 str(section.get("user_states", "llm")))
+    users[torch.as_tensor(rows[warm])] = control(user_states[torch.as_tensor(np.flatnonzero(warm))], kind)
     known[torch.as_tensor(rows[warm])] = True
 
     positions = pd.Series(np.arange(len(scenario_ids)), index=scenario_ids.to_numpy())
@@ -127,7 +127,7 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     scenarios = scenario_states[torch.as_tensor(positions[encoder.vocabs[scenario_field]].to_numpy())]
     in_training = encoder.vocab_sizes[user_field] - FIRST_ID
     return {"users": users, "known": known, "scenarios": scenarios, "dim": int(user_states.shape[1]),
-            "warm_users": int(known.sum()), "cold_users": in_training - int(known.sum())}
+            "warm_users": int(known.sum()), "cold_users": in_training - int(known.sum()), "user_states": kind}
 
 
 def control(states: torch.Tensor, kind: str) -> torch.Tensor:
@@ -137,13 +137,13 @@ def control(states: torch.Tensor, kind: str) -> torch.Tensor:
 
     if kind not in USER_STATES:
         raise ParamsError(f"llm4msr.user_states must be one of {USER_STATES}, got {kind!r}")
+    if kind == "llm":
+        return states
     generator = torch.Generator().manual_seed(CONTROL_SEED)
     if kind == "shuffled":
         return states[torch.randperm(len(states), generator=generator)]
-    if kind == "random":
-        noise = torch.randn(states.shape, generator=generator)
-        return states.mean(dim=0) + noise * states.std(dim=0, unbiased=False)
-    return states
+    noise = torch.randn(states.shape, generator=generator)  # random
+    return states.mean(dim=0) + noise * states.std(dim=0, unbiased=False)
 
 
 def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[str, Any]:
@@ -178,8 +178,7 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
         summary = {"variant": variant, "stage": stage, "hparams": hparams, "params_digest": digest, "seeds": per_seed,
                    "scenarios": list(encoder.vocabs[hparams["scenario_field"]])}
         if ours:
-            summary.update(warm_users=states["warm_users"], cold_users=states["cold_users"],
-                           user_states=str(params.get_path("llm4msr").get("user_states", "llm")))
+            summary.update({k: states[k] for k in ("warm_users", "cold_users", "user_states")})
         write_variant(tmp, records, summary)
     return {"variant": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
 

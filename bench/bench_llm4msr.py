@@ -237,6 +237,7 @@ def probe(args) -> str:
     from sklearn.model_selection import cross_val_score
 
     from assets.llm4msr import read_states
+    from assets.split import load_splits
 
     params = load_params(ROOT / "params.yaml")
     dataset = params.get_path("data.name")
@@ -244,7 +245,7 @@ def probe(args) -> str:
     x = states.numpy()
     x = (x - x.mean(0)) / np.where(x.std(0) > 1e-6, x.std(0), 1.0)
     noise = np.random.default_rng(0).standard_normal(x.shape)
-    train = TestSet.load(params, ROOT).train
+    train = load_splits(ROOT, dataset)["train"]
     users = train.assign(user_id=train["user_id"].astype(str)).groupby("user_id")
     rate = users["label"].mean().reindex(ids.to_numpy())
     keep = rate.notna().to_numpy()

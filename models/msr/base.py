@@ -32,8 +32,10 @@ def route(fn: Callable[..., torch.Tensor], scenario: torch.Tensor, *tensors: tor
     processed together (one matmul per scenario, not one per row); the out-of-place ``index_copy``
     keeps autograd intact.
     """
+    if len(scenario) == 1:  # a one-row request: no unique, no gather, no scatter
+        return fn(int(scenario[0]), *tensors)
     present = torch.unique(scenario).tolist()
-    if len(present) == 1:  # one scenario in the batch (every one-row request): no gather, no scatter
+    if len(present) == 1:  # one scenario in the batch: no gather, no scatter
         return fn(present[0], *tensors)
     out: torch.Tensor | None = None
     for k in present:

@@ -75,11 +75,12 @@ class StateTable(nn.Module):
             self.known.copy_(known)
             rows = self.states[self.known]
             if len(rows):
+                mean = rows.mean(dim=0)
                 if self.scale == "dimension":
                     std = rows.std(dim=0, unbiased=False)
                 else:
-                    std = (rows - rows.mean(dim=0)).pow(2).mean().sqrt().expand(rows.shape[1])
-                self.mean.copy_(rows.mean(dim=0))
+                    std = (rows - mean).pow(2).mean().sqrt().expand(rows.shape[1])
+                self.mean.copy_(mean)
                 self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -167,8 +168,6 @@ class MetaLayers(nn.Module):
 
     def by_group(self, x: torch.Tensor, params: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Rows of group g run the layers of ``params[g]`` ([G, num_params]); one matmul per group present."""
-        if len(x) == 1:  # a one-row request: no routing
-            return self.run(x, params[int(groups[0])])
         return route(lambda g, rows: self.run(rows, params[g]), groups, x)
 
     def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
