@@ -262,10 +262,9 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     """CTR model + PLM on the (sub-sampled) training texts; valid sub-sampled (early stopping and the
     written valid predictions), test in full."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from models.checkpoint import save_weights
-    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
     from models.trainer import Trainer
 
     settings = dict(params.get_path("clickprompt.finetune"))
@@ -287,14 +286,7 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     for seed in settings["plm_seeds"]:
         seed = int(seed)
         torch.manual_seed(seed)
-        if source is not None:
-            net = ClickPromptNet.load(source)
-        else:
-            net = ClickPromptNet(_ctr(params, encoder.vocab_sizes), AutoModel.from_pretrained(plm),
-                                 int(params.get_path("clickprompt.num_prompts")) if variant.mode else 0,
-                                 variant.mode or "layerwise")
-        model = ClickPromptWithPLM(net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]),
-                                   float(settings["plm_lr"]))
+        model = with_plm_model(params, encoder.vocab_sizes, variant, source, settings)
         trainer = Trainer(model, train_config(params, seed, **dict(settings["train"])))
         started = time.perf_counter()
         result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, item, seed, digest))
@@ -311,6 +303,39 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
                                                               else None, **settings}, indent=2, default=str))
     return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
             valid_rows)
+
+
+def with_plm_model(params: Params, vocab_sizes: dict[str, int], variant: Variant, source: Path | None,
+                   settings: dict[str, Any]):
+    """The untrained ``ClickPromptWithPLM`` of a with-PLM variant: from the PA-MLM checkpoint ``source``, or
+    (``source`` None) a fresh CTR model and the public PLM, prompted as ``variant.mode`` says."""
+    from transformers import AutoModel
+
+    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
+
+    if source is not None:
+        net = ClickPromptNet.load(source)
+    else:
+        net = ClickPromptNet(_ctr(params, vocab_sizes), AutoModel.from_pretrained(_plm(params)),
+                             int(params.get_path("clickprompt.num_prompts")) if variant.mode else 0,
+                             variant.mode or "layerwise")
+    return ClickPromptWithPLM(net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]),
+                              float(settings["plm_lr"]))
+
+
+def load_with_plm(params: Params, vocab_sizes: dict[str, int], seed_dir: Path):
+    """A finetuned with-PLM model from its stage output ``<variant>/seed<s>`` (eval mode) and the folder
+    its tokenizer comes from."""
+    from safetensors.torch import load_file
+
+    try:
+        settings = json.loads((seed_dir / "clickprompt.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{seed_dir}: not a with-PLM finetuning output (clickprompt.json missing)") from None
+    source = Path(settings["pretrained_from"]) if settings["pretrained_from"] else None
+    model = with_plm_model(params, vocab_sizes, VARIANTS[settings["variant"]], source, settings)
+    model.load_state_dict(load_file(seed_dir / "model.safetensors"))
+    return model.eval(), (source / "plm" if source else Path(_plm(params)))
 
 
 def _predict_by_length(trainer, arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -2,8 +2,9 @@
 and the results tables of the real runs.
 
     python bench/bench_clickprompt.py [--threads 1] [--requests 300] [--train-steps 6]
-    python bench/bench_clickprompt.py table --name NAME --base VARIANT STAGE/VARIANT ...
+    python bench/bench_clickprompt.py table --name NAME --base VARIANT [--root DIR] STAGE/VARIANT ...
     python bench/bench_clickprompt.py probe --name NAME [--root DIR] [--variant layerwise] [-S key=value ...]
+    python bench/bench_clickprompt.py branches --name NAME [--root DIR] [--variant clickprompt_with_plm] [--seed 2024]
 
 ``table`` scores the test predictions of the named variants (e.g. ``train/dcnv2``,
 ``clickprompt/clickprompt_wo_plm``) exactly as the evaluate stage does (assets.evaluate: AUC, LogLoss,
@@ -15,6 +16,11 @@ state (weights and MLM head; the params and overrides must name the same run) an
 loss on validation texts with each row's own prompts against the same masked texts with prompts
 generated from another row's ID features (the batch's ID fields rolled by one). Equal losses mean
 the prompts carry nothing the PLM uses yet.
+
+``branches`` loads a finetuned with-PLM model (``artifacts/clickprompt/<ds>/<variant>/seed<s>`` under
+``--root``) and scores the test split with each of its parts alone: the fused prediction, the CTR
+logit and the PLM logit (AUC overall and per long-tail segment). It says which side carries the
+ranking, and whether the PLM side knows anything the CTR side does not.
 
 Three models on the real ML-100K features and texts (``artifacts/features``, ``artifacts/split``, the
 PLM of ``plm.name``):
@@ -108,15 +114,17 @@ def table(argv: list[str]) -> None:
     parser.add_argument("variants", nargs="+", help="STAGE/VARIANT, e.g. train/dcnv2")
     parser.add_argument("--name", required=True, help="marker name of the block in the results doc")
     parser.add_argument("--base", required=True, help="the RelaImpr base (a VARIANT among them)")
+    parser.add_argument("--root", default=str(ROOT), help="project root holding the artifacts")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     dataset = params.get_path("data.name")
-    test_set = evaluate.TestSet.load(params, ROOT)
+    root = Path(args.root)
+    test_set = evaluate.TestSet.load(params, root)
     results = {}
     for spec in args.variants:
         stage, variant = spec.split("/")
-        probs = test_set.seed_probs(artifact_dir(ROOT, stage, dataset) / variant / PREDICTIONS)
+        probs = test_set.seed_probs(artifact_dir(root, stage, dataset) / variant / PREDICTIONS)
         results[variant] = {"stage": stage, **evaluate.aggregate([test_set.score(p) for p in probs.values()])}
     for entry in results.values():
         entry["relaimpr"] = round(relaimpr(entry["auc"], results[args.base]["auc"]), 6)
@@ -125,24 +133,30 @@ def table(argv: list[str]) -> None:
     replace_block(RESULTS, args.name, text)
 
 
-def probe(argv: list[str]) -> None:
-    """MLM loss and accuracy on validation texts with their own vs another row's prompts."""
-    from assets.clickprompt import pamlm_objective, pretrain_work_dir
+def _analysis_args(command: str, argv: list[str], **defaults) -> tuple[argparse.Namespace, Path, object]:
+    """Parse the options the analyses share (--name, --root, --threads, --params, -S) plus ``defaults``
+    (``--variant`` and integer options), set the thread count; (args, root, params)."""
     from llm4ctr.params import parse_override
 
-    parser = argparse.ArgumentParser(prog="bench_clickprompt.py probe")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--root", default=str(ROOT))
-    parser.add_argument("--variant", default="layerwise")
-    parser.add_argument("--rows", type=int, default=512)
+    parser = argparse.ArgumentParser(prog=f"bench_clickprompt.py {command}")
+    parser.add_argument("--name", required=True, help="marker name of the block in the results doc")
+    parser.add_argument("--root", default=str(ROOT), help="project root holding the artifacts")
+    for option, value in defaults.items():
+        parser.add_argument(f"--{option}", type=type(value), default=value)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
-    parser.add_argument("-S", "--set", action="append", default=[])
+    parser.add_argument("-S", "--set", action="append", default=[], help="params override key=value")
     args = parser.parse_args(argv)
     apply_defaults()
     torch.set_num_threads(args.threads)
-    root = Path(args.root)
-    params = load_params(args.params, dict(parse_override(s) for s in args.set))
+    return args, Path(args.root), load_params(args.params, dict(parse_override(s) for s in args.set))
+
+
+def probe(argv: list[str]) -> None:
+    """MLM loss and accuracy on validation texts with their own vs another row's prompts."""
+    from assets.clickprompt import pamlm_objective, pretrain_work_dir
+
+    args, root, params = _analysis_args("probe", argv, variant="layerwise", rows=512)
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
     objective, tokenizer, _ = pamlm_objective(params, encoder.vocab_sizes, args.variant)
@@ -173,12 +187,51 @@ def probe(argv: list[str]) -> None:
     replace_block(RESULTS, f"probe_{args.name}", text)
 
 
+def branches(argv: list[str]) -> None:
+    """Test AUC of each part of a finetuned with-PLM model: the fused prediction, the CTR logit alone
+    (alpha * y_ctr's ranking) and the PLM logit alone, overall and per long-tail segment."""
+    from transformers import AutoTokenizer
+
+    from assets import evaluate
+    from assets.clickprompt import load_with_plm
+
+    args, root, params = _analysis_args("branches", argv, variant="clickprompt_with_plm", seed=2024)
+    dataset = params.get_path("data.name")
+    seed_dir = artifact_dir(root, STAGE, dataset) / args.variant / f"seed{args.seed}"
+    encoder, arrays = load_encoded(root, dataset)
+    model, plm = load_with_plm(params, encoder.vocab_sizes, seed_dir)
+    tokenizer = AutoTokenizer.from_pretrained(plm)
+    n = len(arrays["test"]["label"])
+    test = text_arrays(arrays["test"], texts(params, root, dataset)["test"], np.arange(n), tokenizer,
+                       int(params.get_path("clickprompt.max_length")))
+    order = np.argsort(test["attention_mask"].sum(axis=1), kind="stable")  # batches of similar length
+    parts = {"fused": np.empty(n), "ctr_logit": np.empty(n), "plm_logit": np.empty(n)}
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, n, 256):
+            rows = order[start:start + 256]
+            out = model(batch_of(test, rows, text=True))
+            for part, key in (("fused", "logit"), ("ctr_logit", "ctr_logit"), ("plm_logit", "plm_logit")):
+                parts[part][rows] = out[key].double().numpy()
+    seconds = time.perf_counter() - started
+    test_set = evaluate.TestSet.load(params, root)
+    scores = {part: test_set.score(1 / (1 + np.exp(-logit))) for part, logit in parts.items()}
+    segments = list(test_set.segment_rows()["test_rows"])
+    lines = [f"Branches of `{args.variant}` seed {args.seed} (`{args.name}`, {n} test rows, alpha "
+             f"{float(model.alpha.detach()):.4f}, {seconds:.0f} s at {args.threads} thread(s)), test AUC:", "",
+             "| part | overall | " + " | ".join(segments) + " |", "|---|---|" + "---|" * len(segments)]
+    for part, score in scores.items():
+        lines.append(f"| {part} | {score['auc']:.4f} | "
+                     + " | ".join(f"{score['per_segment'][k]:.4f}" for k in segments) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    replace_block(RESULTS, f"branches_{args.name}", text)
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["table"]:
-        table(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["probe"]:
-        probe(sys.argv[2:])
+    commands = {"table": table, "probe": probe, "branches": branches}
+    if sys.argv[1:2] and sys.argv[1] in commands:
+        commands[sys.argv[1]](sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))

@@ -74,6 +74,24 @@ def root(tmp_path_factory) -> Path:
     return tmp
 
 
+def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
+    """Rebuild a with-PLM variant's seed from its stage output (``load_with_plm``), check it predicts the test
+    probabilities the stage wrote (rows back in file order), and return the PLM folder it names."""
+    from transformers import AutoTokenizer
+
+    from models.trainer import TrainConfig, Trainer
+
+    encoder, arrays = features.load_encoded(root, "ml-100k")
+    out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
+    model, plm = clickprompt.load_with_plm(params, encoder.vocab_sizes, out / f"seed{seed}")
+    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
+                                   np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(plm), 48)
+    preds = pd.read_parquet(out / "predictions.parquet")
+    saved = preds[(preds.split == "test") & (preds.seed == seed)].sort_values("row")["prob"].to_numpy()
+    np.testing.assert_allclose(Trainer(model, TrainConfig(progress=False)).predict(test), saved, rtol=1e-5, atol=1e-6)
+    return plm
+
+
 def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
     from models.trainer import load_model
 
@@ -110,21 +128,8 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
     saved = preds[(preds.seed == 3) & (preds.split == "test")].sort_values("row")["prob"].to_numpy()
     np.testing.assert_allclose(probs, saved, rtol=1e-5, atol=1e-6)
 
-    # the with-PLM checkpoint rebuilds the model that wrote the test predictions (rows back in file order)
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
-    from models.trainer import TrainConfig, Trainer
-
-    model = ClickPromptWithPLM(ClickPromptNet.load(ckpt), "cls", (8,))
-    model.load_state_dict(load_file(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed5" /
-                                    "model.safetensors"))
-    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
-                                   np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(ckpt / "plm"), 48)
-    preds = pd.read_parquet(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet")
-    saved = preds[preds.split == "test"].sort_values("row")["prob"].to_numpy()
-    np.testing.assert_allclose(Trainer(model, TrainConfig(progress=False)).predict(test), saved, rtol=1e-5, atol=1e-6)
+    # the with-PLM output rebuilds the model that wrote the test predictions
+    assert _rebuilt_plm(params, root, "clickprompt_with_plm", 5) == ckpt / "plm"
 
     meta = evaluate.run(params, root)
     assert meta["models"] == 2 and set(json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())
@@ -137,6 +142,8 @@ def test_variants_without_pretraining_need_no_checkpoint_and_train_on_the_budget
     summary = json.loads((root / "artifacts" / "clickprompt" / "ml-100k" / variant / "summary.json").read_text())
     assert summary["pretrained_from"] is None
     assert (summary["train_rows"], summary["early_stopping_valid_rows"]) == (300, 40)
+    if variant == "clickprompt_wo_both":  # no checkpoint to start from: the public PLM + the saved weights
+        assert _rebuilt_plm(_params(root), root, variant, 5) == root / "plm"
 
 
 def test_user_errors_name_the_setting(root):
@@ -151,3 +158,5 @@ def test_user_errors_name_the_setting(root):
         clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, item="plain")
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
+    with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):
+        clickprompt.load_with_plm(params, {}, root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
