@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, scored, seeds, train_config,
-                         work_dir, write_variant)
+from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, scored, seed_digest, seeds,
+                         train_config, work_dir, write_variant)
 from assets.split import SPLITS
 from assets.tables import write_json, write_table
 from assets.train import model_hparams
@@ -205,7 +205,7 @@ def finetune(params: Params, root: Path, item: str) -> dict[str, Any]:
     _item(item, VARIANTS, "clickprompt.finetune.variants")
     variant = VARIANTS[item]
     dataset = params.get_path("data.name")
-    digest = params.digest(list(FINETUNE_KEYS))
+    digest = seed_digest(params, FINETUNE_KEYS)
     source = artifact_dir(root, PRETRAIN_STAGE, dataset) / variant.pretrained if variant.pretrained else None
     if source is not None and not (source / "clickprompt.json").is_file():
         raise DataError(f"{source}: no PA-MLM checkpoint; add '{variant.pretrained}' to clickprompt.pretrain.variants "

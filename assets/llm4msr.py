@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
+from assets.runs import fit_seed, scored, seed_digest, seeds, train_config, work_dir, write_variant
 from assets.tables import read_table
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import DataError, ParamsError
@@ -161,7 +161,7 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
     if ours:
         hparams["enhancement_params"]["llm_dim"] = states["dim"]
         hparams["enhancement_params"].setdefault("user_field", str(params.get_path("llm4msr").get("user_field", "user_id")))
-    digest = params.digest(list(PARAM_KEYS))
+    digest = seed_digest(params, PARAM_KEYS)
     records, per_seed = [], {}
     with atomic_dir(artifact_dir(root, stage, dataset) / variant) as tmp:
         for seed in seeds(params, "llm4msr.seeds"):

@@ -33,6 +33,25 @@ def train_config(params: Params, seed: int, section: str = "train", **overrides)
     return TrainConfig.from_dict({**values, **overrides, "seed": seed})
 
 
+# Keys that choose which seeds run or how a run looks, not what one seed learns: left out of the
+# digest that keys a seed's resumable work dir, so adding a seed (or turning the progress bar off)
+# resumes the seeds already trained instead of training them again.
+PER_RUN_KEYS = ("train.seeds", "train.progress", "train.num_threads", "llm4msr.seeds",
+                "clickprompt.finetune.plm_seeds")
+
+
+def seed_digest(params: Params, keys: list[str] | tuple[str, ...]) -> str:
+    """The digest of ``keys`` without :data:`PER_RUN_KEYS` (a section naming one of them is taken key by key)."""
+    flat = []
+    for key in keys:
+        dropped = [k for k in PER_RUN_KEYS if k.startswith(key + ".")]
+        if dropped:
+            flat += [f"{key}.{k}" for k in params.get_path(key) if f"{key}.{k}" not in dropped]
+        else:
+            flat.append(key)
+    return params.digest(flat)
+
+
 def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, digest: str) -> Path:
     """A stable checkpoint folder for resuming a killed run; ``digest`` keys it to the params used."""
     path = Path(root) / "artifacts" / ".work" / stage / dataset / variant / f"seed{seed}-{digest}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from assets.features import load_encoded
-from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
+from assets.runs import fit_seed, scored, seed_digest, seeds, train_config, work_dir, write_variant
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
@@ -34,7 +34,7 @@ def run(params: Params, root: Path, item: str) -> dict[str, Any]:
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
     hparams = model_hparams(params, item)
-    digest = params.digest(list(PARAM_KEYS))
+    digest = seed_digest(params, PARAM_KEYS)
     records, per_seed = [], {}
     with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
         for seed in seeds(params):

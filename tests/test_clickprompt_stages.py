@@ -136,6 +136,16 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
                                        ["ml-100k"]) == {"clickprompt_wo_plm", "clickprompt_with_plm"}
 
 
+def test_adding_a_plm_seed_resumes_the_trained_one(root):
+    """Seed 5 was trained by the test above: a second seed reuses its work dir (one digest, not two)."""
+    params = _params(root, **{"clickprompt.finetune.plm_seeds": [5, 6]})
+    clickprompt.finetune(params, root, item="clickprompt_with_plm")
+    work = root / "artifacts" / ".work" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
+    assert sorted(p.name.split("-")[0] for p in work.iterdir()) == ["seed5", "seed6"]
+    preds = pd.read_parquet(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet")
+    assert set(preds["seed"]) == {5, 6}
+
+
 @pytest.mark.parametrize("variant", ["clickprompt_wo_both", "ctr_same_budget"])
 def test_variants_without_pretraining_need_no_checkpoint_and_train_on_the_budget(root, variant):
     clickprompt.finetune(_params(root), root, item=variant)
