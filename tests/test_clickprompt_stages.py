@@ -139,7 +139,11 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
 def test_adding_a_plm_seed_resumes_the_trained_one(root):
     """Seed 5 was trained by the test above: a second seed reuses its work dir (one digest, not two)."""
     params = _params(root, **{"clickprompt.finetune.plm_seeds": [5, 6]})
+    out = root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
+    trained = json.loads((out / "summary.json").read_text())["seeds"]["5"]
     clickprompt.finetune(params, root, item="clickprompt_with_plm")
+    resumed = json.loads((out / "summary.json").read_text())["seeds"]["5"]
+    assert resumed["train_seconds"] == trained["train_seconds"]  # the training it reloaded, not the reload time
     work = root / "artifacts" / ".work" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
     assert sorted(p.name.split("-")[0] for p in work.iterdir()) == ["seed5", "seed6"]
     preds = pd.read_parquet(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet")
