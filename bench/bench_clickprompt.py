@@ -153,7 +153,8 @@ def _analysis_args(command: str, argv: list[str], **defaults) -> tuple[argparse.
 
 
 def probe(argv: list[str]) -> None:
-    """MLM loss and accuracy on validation texts with their own vs another row's prompts."""
+    """MLM loss and accuracy on validation texts with their own vs another row's prompts (``plain``,
+    which has no prompts: the loss of its PLM alone on the same masks, the floor the prompts improve on)."""
     from assets.clickprompt import pamlm_objective, pretrain_work_dir
 
     args, root, params = _analysis_args("probe", argv, variant="layerwise", rows=512)
@@ -167,21 +168,22 @@ def probe(argv: list[str]) -> None:
     data = text_arrays(arrays["valid"], texts(params, root, dataset)["valid"], rows, tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     fields = list(encoder.vocab_sizes)
-    sums = {"own": np.zeros(3), "other": np.zeros(3)}  # loss * masked, correct, masked
+    sums = {name: np.zeros(3) for name in (["own"] if args.variant == "plain" else ["own", "other"])}  # loss * masked, correct, masked
     with torch.inference_mode():
         for i, start in enumerate(range(0, args.rows, 64)):
             batch = {k: torch.as_tensor(v[start:start + 64]) for k, v in data.items() if k != "label"}
             rolled = {**batch, **{f: batch[f].roll(1, dims=0) for f in fields}}
-            for name, b in (("own", batch), ("other", rolled)):
+            for name, b in zip(sums, (batch, rolled)):
                 out = objective(b, generator=torch.Generator().manual_seed(i))  # the same masks for both
                 sums[name] += [float(out["loss"]) * out["masked"], float(out["accuracy"]) * out["masked"], out["masked"]]
     result = {name: {"mlm_loss": v[0] / v[2], "mlm_accuracy": v[1] / v[2], "masked_tokens": int(v[2])}
               for name, v in sums.items()}
     result.update(step=int(state["step"]), rows=args.rows, overrides=args.set, root=str(root))
+    said = {"own": "own prompts" if "other" in sums else "no prompts", "other": "another row's prompts"}
     text = (f"PA-MLM probe `{args.name}` (step {state['step']}, {args.rows} validation texts, "
-            f"{result['own']['masked_tokens']} masked tokens): own prompts loss {result['own']['mlm_loss']:.4f} / "
-            f"accuracy {result['own']['mlm_accuracy']:.4f}; another row's prompts loss {result['other']['mlm_loss']:.4f} / "
-            f"accuracy {result['other']['mlm_accuracy']:.4f}.\n")
+            f"{result['own']['masked_tokens']} masked tokens): "
+            + "; ".join(f"{said[n]} loss {result[n]['mlm_loss']:.4f} / accuracy {result[n]['mlm_accuracy']:.4f}"
+                        for n in sums) + ".\n")
     print(text)
     print(json.dumps(result, indent=2))
     replace_block(RESULTS, f"probe_{args.name}", text)
