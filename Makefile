@@ -26,20 +26,26 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test test-slow ui serve lock clean-artifacts bench-fuxictr
+.PHONY: venv run test test-slow ui serve lock clean-artifacts bench-fuxictr dagster-home
 
+# the build's wall time goes to .install-seconds: the first `make run` after it records it as "venv"
 $(BIN)/.installed: pyproject.toml requirements.lock.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@start=$$(date +%s); set -e; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	echo "installing the pinned dependencies into $(VENV) (a few minutes the first time)"; \
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(FIND_LINKS) \
-		-c requirements.lock.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import torch, dagster, dvc, great_expectations, bentoml, evidently, transformers"
+		-c requirements.lock.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true; \
+	$(BIN)/python -c "import torch, dagster, dvc, great_expectations, bentoml, evidently, transformers"; \
+	echo $$(( $$(date +%s) - start )) > $(BIN)/.install-seconds; rm -f $(BIN)/.install-recorded
 	touch $@
 
 venv: $(BIN)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+# the Dagster instance config: telemetry and the first-run newsletter dialog off (keys added to an existing file)
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME); touch $(DAGSTER_HOME)/dagster.yaml
+	@grep -q '^telemetry:' $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
+	@grep -q '^nux:' $(DAGSTER_HOME)/dagster.yaml || printf 'nux:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
 
 run: venv
 	@start=$$(date +%s); \
@@ -47,6 +53,9 @@ run: venv
 	eval llm4ctr fetch $$args && \
 	dvc add -q data && \
 	if [ -z "$$args" ]; then dvc repro; else eval dvc exp run $$args; fi && \
+	{ [ ! -f $(BIN)/.install-seconds ] || [ -f $(BIN)/.install-recorded ] || \
+	  { llm4ctr timings --record venv=$$(cat $(BIN)/.install-seconds) && touch $(BIN)/.install-recorded; }; } && \
+	llm4ctr timings --record "make run=$$(( $$(date +%s) - start ))" && \
 	llm4ctr summary && \
 	echo "make run ($(PROFILE) profile): $$(( $$(date +%s) - start )) s wall time"
 
@@ -56,7 +65,7 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m "slow or network"
 
-ui: venv $(DAGSTER_HOME)/dagster.yaml
+ui: venv dagster-home
 	dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 # the CTR service on 127.0.0.1:$(PORT); the bento stage must have registered a model (llm4ctr stage bento)

@@ -5,9 +5,9 @@ of docs/CONTRACTS.md) and computes, per seed then averaged: test AUC, LogLoss, p
 the ClickPrompt paper's 2x2 long-tail segment AUCs (long-tail = the least frequent users/items
 holding the bottom ``evaluate.longtail_share`` of training interactions); RelaImpr against
 ``evaluate.base_model``. Writes artifacts/evaluate/metrics.json (all datasets, for `dvc metrics
-show`), artifacts/evaluate/<dataset>/ (results.md, results.json, roc/ and calibration/ with one CSV per model for
-`dvc plots`), and
-refreshes this dataset's generated section of docs/RESULTS.md.
+show`) and artifacts/evaluate/<dataset>/ (results.md, results.json, roc/ and calibration/ with one CSV per
+model for `dvc plots`). It changes no tracked file: `llm4ctr publish results` (:func:`publish`) copies the
+tables into docs/RESULTS.md and README.md, deliberately, after the run whose figures should be published.
 """
 
 from __future__ import annotations
@@ -178,7 +178,6 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
                 frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
     update_metrics(Path(root) / METRICS, dataset, results)
-    update_docs(Path(root), dataset, results, base, table, list(params.get_path("ctr.models")))
     return {"dataset": dataset, "models": len(results), **{f"auc_{k}": v["auc"] for k, v in results.items()},
             "results_md": table}
 
@@ -233,8 +232,22 @@ def zoo_markdown(dataset: str, results: dict[str, Any], base: str, order: list[s
     return "\n".join(lines) + "\n"
 
 
-def update_docs(root: Path, dataset: str, results: dict[str, Any], base: str, table: str, order: list[str]) -> None:
-    """Replace this dataset's generated blocks: every variant in docs/RESULTS.md, the zoo in README.md."""
+def read_results(root: Path, dataset: str) -> dict[str, Any]:
+    """The evaluate stage's results.json for ``dataset`` (a missing one names the stage to run)."""
+    path = artifact_dir(root, STAGE, dataset) / "results.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the evaluate stage first (`dvc repro`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def publish(root: Path, params: Params) -> list[Path]:
+    """Copy the configured dataset's evaluated tables into the docs: every variant into docs/RESULTS.md,
+    the zoo into README.md (generated blocks; the hand-written text around them is kept)."""
+    root = Path(root)
+    dataset = params.get_path("data.name")
+    results = read_results(root, dataset)
+    table = (artifact_dir(root, STAGE, dataset) / "results.md").read_text(encoding="utf-8")
     replace_block(root / RESULTS_DOC, f"evaluate {dataset}", table)
-    if (root / README).is_file():
-        replace_block(root / README, f"evaluate zoo {dataset}", zoo_markdown(dataset, results, base, order))
+    zoo = zoo_markdown(dataset, results["models"], results["base_model"], list(params.get_path("ctr.models")))
+    replace_block(root / README, f"evaluate zoo {dataset}", zoo)
+    return [root / RESULTS_DOC, root / README]

@@ -239,12 +239,12 @@ def _download(url: str, downloads: Path, checksums: Mapping) -> Path:
 
 def _stream(url: str, dest: Path) -> None:
     """Download ``url`` to ``dest`` with a tqdm progress bar; network failures -> SourceUnavailable."""
-    from tqdm import tqdm
+    from llm4ctr.progress import bar as progress_bar
 
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name[: -len(".part")]) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=dest.name[: -len(".part")]) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))

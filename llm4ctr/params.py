@@ -83,6 +83,26 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
     return params
 
 
+def read_profile(folder: Path, name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dotted overrides of ``folder/NAME.yaml``, after those of the profiles it ``extends`` (a name or
+    a list, applied in order, the profile's own keys last): paper extends full instead of copying it."""
+    path = Path(folder) / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in Path(folder).glob("*.yaml"))) or "none"
+        raise ParamsError(f"{path}: no such profile (known: {known})")
+    if name in _seen:
+        raise ParamsError(f"{path}: profiles extend each other in a cycle ({' -> '.join((*_seen, name))})")
+    own = read_yaml(path)
+    if not isinstance(own, dict):
+        raise ParamsError(f"{path}: expected a mapping of dotted keys to values")
+    parents = own.pop("extends", [])
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged.update(read_profile(folder, parent, (*_seen, name)))
+    merged.update(own)
+    return merged
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value`` from the command line; the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from llm4ctr.atomic import save_tensors, write_text
+from llm4ctr.progress import bar as progress_bar
 
 POOLINGS = ("last_token", "mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -316,8 +317,6 @@ def cache_states(
 
 def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, progress) -> None:
     """Compute this rank's share of ``texts``, writing a shard whenever ``shard_size`` rows are buffered."""
-    from tqdm import tqdm
-
     started = time.perf_counter()
     tokenizer, model = load(encoder, device, run.dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -328,7 +327,7 @@ def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, p
     rows: list[int] = []
     states: list[torch.Tensor] = []
     started = time.perf_counter()
-    bar = tqdm(mine, desc=f"hidden states ({encoder.pooling})", unit="batch", disable=not progress or run.rank != 0)
+    bar = progress_bar(mine, enabled=progress and run.rank == 0, desc=f"hidden states ({encoder.pooling})", unit="batch")
     with torch.inference_mode():
         for position, batch in enumerate(bar):
             states.append(forward(model, [ids[i] for i in batch], pad_id, encoder.pooling, device))

@@ -36,10 +36,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
 from models.checkpoint import BEST_WEIGHTS, MODEL_CONFIG, restore, save_weights
 from models.ctr import CTRModel, build_model
@@ -180,8 +180,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         state = self._start_state(ckpt_dir, resume, optimizer, scaler)
         epochs = range(state["epoch"] + 1, cfg.max_epochs + 1)
-        bar = tqdm(epochs, desc="epochs", disable=not (cfg.progress and self.is_main), initial=state["epoch"],
-                   total=cfg.max_epochs)
+        bar = progress_bar(epochs, enabled=cfg.progress and self.is_main, desc="epochs", initial=state["epoch"],
+                           total=cfg.max_epochs)
         for epoch in bar:
             if state["stopped_early"]:
                 break
@@ -218,7 +218,7 @@ class Trainer:
         net.train()
         total = torch.zeros((), device=self.device)
         starts = range(0, len(rows), step)
-        for start in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and self.is_main)):
+        for start in progress_bar(starts, enabled=cfg.progress and self.is_main, desc=f"epoch {epoch}", leave=False):
             picked = rows[start:start + step]
             batch = {k: v.index_select(0, picked) for k, v in train.items()}
             with self._autocast():

@@ -55,6 +55,9 @@ def fetch(
 
     params = _params(params_file, set_, dataset)
     name = params.get_path("data.name")
+    from orchestration.timings import FETCH, record
+
+    start = time.perf_counter()
     report = do_fetch(
         name,
         raw_dir(Path.cwd(), name),
@@ -63,6 +66,7 @@ def fetch(
         params=params,
         force=force,
     )
+    record(Path.cwd(), name, FETCH, time.perf_counter() - start)
     typer.echo(f"{name}: raw files from source '{report['source']}' in {raw_dir(Path('.'), name)}/")
     for fname, md5 in sorted(report["files"].items()):
         typer.echo(f"  {fname}  md5 {md5}")
@@ -80,6 +84,7 @@ def stage(
 ) -> None:
     """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
     from assets.registry import get_stage
+    from orchestration.timings import record, stage_label
 
     try:
         spec = get_stage(name)
@@ -91,9 +96,11 @@ def stage(
     for one in [item] if item else spec.items(params):
         start = time.perf_counter()
         metadata = spec.resolve()(params, Path.cwd(), **({"item": one} if one else {}))
+        seconds = time.perf_counter() - start
+        label = stage_label(name, one)
+        record(Path.cwd(), params.get_path("data.name"), label, seconds, params.digest(spec.params))
         shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
-        label = f"{name}@{one}" if one else name
-        typer.echo(f"stage {label} done in {time.perf_counter() - start:.1f}s: {json.dumps(shown, default=str)}")
+        typer.echo(f"stage {label} done in {seconds:.1f}s: {json.dumps(shown, default=str)}")
 
 
 @app.command()
@@ -129,7 +136,7 @@ def summary(
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
 ) -> None:
-    """Print the summary table of the latest pipeline outputs for a dataset."""
+    """Print what the latest run produced: the data, every scored variant, stage times, where to look next."""
     from orchestration.report import summary_table
 
     params = _params(params_file, set_, dataset)
@@ -137,21 +144,65 @@ def summary(
 
 
 @app.command()
+def timings(
+    record_: Annotated[
+        Optional[list[str]],
+        typer.Option("--record", help="append LABEL=SECONDS to the record (what `make run` does for its total)"),
+    ] = None,
+    params_file: ParamsOpt = Path(PARAMS_FILE),
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+) -> None:
+    """Print the wall time of every step of the latest run (artifacts/timings/<dataset>.jsonl)."""
+    from orchestration import timings as t
+
+    params = _params(params_file, set_, dataset)
+    name = params.get_path("data.name")
+    for pair in record_ or []:
+        label, _, seconds = pair.partition("=")
+        try:
+            t.record(Path.cwd(), name, label, float(seconds))
+        except ValueError:
+            raise Llm4ctrError(f"--record {pair!r}: expected LABEL=SECONDS, e.g. --record venv=190") from None
+    if not record_:
+        typer.echo(t.markdown(t.latest(Path.cwd(), name)), nl=False)
+
+
+@app.command()
+def publish(
+    what: Annotated[str, typer.Argument(help="results (evaluate's tables -> docs/RESULTS.md, README) | "
+                                        "timings (the last fresh `make run` -> docs/timings_default.json, README)")],
+    params_file: ParamsOpt = Path(PARAMS_FILE),
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+) -> None:
+    """Copy generated figures into the tracked docs, deliberately (no stage ever writes a tracked file)."""
+    params = _params(params_file, set_, dataset)
+    if what == "results":
+        from assets.evaluate import publish as publish_results
+
+        written = publish_results(Path.cwd(), params)
+    elif what == "timings":
+        from orchestration.timings import publish as publish_timings
+
+        written = [publish_timings(Path.cwd(), params)]
+    else:
+        raise Llm4ctrError(f"publish {what!r}: expected 'results' or 'timings'")
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def profile(
-    name: Annotated[str, typer.Argument(help="profile name: a file profiles/NAME.yaml of dotted overrides")],
+    name: Annotated[str, typer.Argument(help="profile name: a file profiles/NAME.yaml of dotted overrides "
+                                        "(`extends: OTHER` applies another profile first)")],
 ) -> None:
     """Print a profile's overrides as `-S key=value` arguments (for `dvc exp run` and `llm4ctr fetch`)."""
     import shlex
 
-    from llm4ctr.params import read_yaml
+    from llm4ctr.params import read_profile
 
-    path = Path.cwd() / "profiles" / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
-        raise Llm4ctrError(f"{path}: no such profile (known: {known})")
-    overrides = read_yaml(path)
-    if not isinstance(overrides, dict):
-        raise Llm4ctrError(f"{path}: expected a mapping of dotted keys to values")
+    overrides = read_profile(Path.cwd() / "profiles", name)
     load_params(PARAMS_FILE, overrides)  # fails early, naming the key, if a path is not a mapping
     args = [f"-S {shlex.quote(f'{k}={json.dumps(v) if not isinstance(v, str) else v}')}" for k, v in overrides.items()]
     typer.echo(" ".join(args))
@@ -159,6 +210,9 @@ def profile(
 
 def main() -> None:
     """Console entry point: run the app, turning project errors into one line and exit status 2."""
+    from llm4ctr.progress import configure_logging
+
+    configure_logging()
     try:
         app()
     except Llm4ctrError as exc:

@@ -1,4 +1,4 @@
-"""The summary table `make run` prints at the end: what each finished stage produced."""
+"""What `make run` prints at the end: the data, every scored variant, the stage times, and where to look next."""
 
 from __future__ import annotations
 
@@ -8,9 +8,55 @@ from assets.split import SPLITS
 from assets.tables import read_json
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
+from orchestration import timings
 
 
 def summary_table(root: Path, params: Params) -> str:
+    """The data, the results (when the evaluate stage has run), the stage times and the next steps."""
+    dataset = params.get_path("data.name")
+    parts = [data_table(root, params)]
+    if (artifact_dir(root, "evaluate", dataset) / "results.json").is_file():
+        parts.append(results_table(root, dataset))
+    entries = timings.latest(root, dataset)
+    if entries:
+        parts.append(f"Wall time per stage (artifacts/timings/{dataset}.jsonl, latest run of each):\n"
+                     + timings.markdown(entries))
+    parts.append(next_steps(root, params))
+    return "\n\n".join(p.rstrip("\n") for p in parts)
+
+
+def results_table(root: Path, dataset: str) -> str:
+    """Every scored variant, best first: test AUC (± over seeds), LogLoss, RelaImpr over the base, seeds."""
+    from assets.evaluate import read_results
+
+    results = read_results(root, dataset)
+    models = results["models"]
+    header = f"{'variant':<28}{'stage':<14}{'AUC':>8}{'±':>8}{'LogLoss':>9}{'RelaImpr':>10}{'seeds':>6}"
+    lines = [f"Test results, {dataset} (RelaImpr vs {results['base_model']}; all tables: "
+             f"artifacts/evaluate/{dataset}/results.md)", header, "-" * len(header)]
+    for name, r in sorted(models.items(), key=lambda kv: -kv[1]["auc"]):
+        relaimpr = "-" if r.get("relaimpr") is None else f"{r['relaimpr'] * 100:+.2f}%"
+        lines.append(f"{name:<28}{r['stage']:<14}{r['auc']:>8.4f}{r['auc_std']:>8.4f}{r['logloss']:>9.4f}"
+                     f"{relaimpr:>10}{r['seeds']:>6}")
+    return "\n".join(lines)
+
+
+def next_steps(root: Path, params: Params) -> str:
+    """Where a user goes after a run: the UI, the service, the reports and plots, the full tables."""
+    dataset = params.get_path("data.name")
+    drift = artifact_dir(Path("."), "drift", dataset)
+    return "\n".join([
+        "Next (after `source .venv/bin/activate`, or through make):",
+        "  make ui                      Dagster UI on http://127.0.0.1:3001: asset graph, GX checks, metadata",
+        "  make serve                   the CTR service (BentoML) on http://127.0.0.1:3000",
+        f"  {str(drift) + '/*.html':<28} Evidently drift reports per long-tail segment",
+        "  dvc plots show               ROC and calibration curves -> dvc_plots/index.html",
+        "  dvc metrics show             the evaluation figures",
+        "  make run PROFILE=full        the published tables: 3 seeds, every variant (hours on CPU)",
+    ])
+
+
+def data_table(root: Path, params: Params) -> str:
     """A plain-text table of the ingest and split summaries of the configured dataset."""
     dataset = params.get_path("data.name")
     ingest = read_json(artifact_dir(root, "ingest", dataset) / "summary.json")

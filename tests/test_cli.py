@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from orchestration.cli import app
 
 runner = CliRunner()
-COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary", "profile"]
+COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary", "profile", "timings", "publish"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -68,13 +68,11 @@ def test_missing_upstream_output_names_the_file(tmp_path):
 def test_profiles_override_only_existing_params(profile):
     from pathlib import Path
 
-    import yaml
-
-    from llm4ctr.params import load_params
+    from llm4ctr.params import load_params, read_profile
 
     root = Path(__file__).resolve().parents[1]
     params = load_params(root / "params.yaml")
-    overrides = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())
+    overrides = read_profile(root / "profiles", profile)
     missing = [key for key in overrides if params.get_path(key, default=KeyError) is KeyError]
     assert not missing, f"profiles/{profile}.yaml names params that params.yaml lacks: {missing}"
     out = _cli("profile", profile, cwd=root)
@@ -103,3 +101,22 @@ def test_broken_profile_yaml_names_the_file(tmp_path):
     out = _cli("profile", "broken", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "broken.yaml: not valid YAML" in out.stderr
+
+
+def test_profile_extends_another_and_overrides_it(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k}\ntrain: {seeds: [1], lr: 0.1}\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "base.yaml").write_text("train.seeds: [1, 2, 3]\ntrain.lr: 0.5\n")
+    (tmp_path / "profiles" / "child.yaml").write_text("extends: base\ntrain.lr: 0.2\n")
+    out = _cli("profile", "child", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["-S", "'train.seeds=[1,", "2,", "3]'", "-S", "train.lr=0.2"]
+
+
+def test_profiles_extending_in_a_cycle_are_named(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k}\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "profiles" / "b.yaml").write_text("extends: [a]\n")
+    out = _cli("profile", "a", cwd=tmp_path)
+    assert out.returncode == 2 and "cycle (a -> b -> a)" in out.stderr

@@ -50,25 +50,35 @@ def shrink_params(path: Path) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A git+dvc copy of the project's tracked files with a generated ml-100k under data/."""
+# State a run leaves in a checkout (and that a fresh clone may or may not have): never copied, so a
+# test project is the same whether the suite runs on a clean clone or right after `make run`.
+RUN_STATE = ("dvc.lock", "data.dvc")
+
+
+def make_project(source: Path, dest: Path) -> Path:
+    """A git+dvc copy of ``source``'s source files (what git lists, less RUN_STATE) in ``dest``, with
+    a generated ml-100k under data/ and shrunken params, committed."""
     files = subprocess.run(  # the project's files as a fresh clone (plus not-yet-committed ones) has them
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=source, capture_output=True, text=True, check=True,
     ).stdout.split()
     for rel in files:
-        if (ROOT / rel).is_file():
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, tmp_path / rel)
-    (tmp_path / "data.dvc").unlink(missing_ok=True)
-    shrink_params(tmp_path / "params.yaml")
-    write_ml100k_atomic(tmp_path / "data" / "ml-100k", generated_ratings())
-    _sh("git", "init", "-q", cwd=tmp_path)
-    _sh("dvc", "add", "-q", "data", cwd=tmp_path)
-    _sh("git", "add", "-A", cwd=tmp_path)
-    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixture", cwd=tmp_path)
-    return tmp_path
+        if (source / rel).is_file() and rel not in RUN_STATE:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, dest / rel)
+    shrink_params(dest / "params.yaml")
+    write_ml100k_atomic(dest / "data" / "ml-100k", generated_ratings())
+    _sh("git", "init", "-q", cwd=dest)
+    _sh("dvc", "add", "-q", "data", cwd=dest)
+    _sh("git", "add", "-A", cwd=dest)
+    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixture", cwd=dest)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A git+dvc copy of this checkout's source files with a generated ml-100k under data/."""
+    return make_project(ROOT, tmp_path / "project")
 
 
 # The data stages through `dvc repro`; the model stages run in process in test_train_evaluate.py (the
@@ -84,6 +94,10 @@ def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Pat
     assert sorted(p.name for p in split_dir.iterdir()) == [
         "gx_result.json", "summary.json", "test.parquet", "train.parquet", "valid.parquet",
     ]
+    from orchestration.timings import latest
+
+    recorded = latest(project, "ml-100k")  # every stage run leaves its wall time and params digest
+    assert list(recorded) == ["ingest", "split", "features"] and all(e["params_digest"] for e in recorded.values())
     second = _sh("dvc", "repro", TARGET, cwd=project)
     assert "Running stage" not in second.stdout
     assert "up to date" in _sh("dvc", "status", TARGET, cwd=project).stdout
@@ -106,6 +120,17 @@ def test_split_param_change_reruns_split_and_downstream_only(project: Path):
     assert "Running stage 'split'" in out.stdout and "Running stage 'features'" in out.stdout
     assert "Running stage 'ingest'" not in out.stdout
     assert tree_bytes(project / "artifacts" / "ingest") == ingest_before
+
+
+def test_project_copy_ignores_the_state_of_a_checkout_that_has_run(project: Path, tmp_path: Path):
+    """A checkout after a run (a complete dvc.lock, artifacts, a DVC cache) yields the same test project
+    as a fresh clone: the pipeline tests above then run in it as they do on a clean clone."""
+    _sh("dvc", "repro", TARGET, cwd=project)  # `project` is now a checkout that has run the pipeline
+    assert "features" in (project / "dvc.lock").read_text()
+    copy = make_project(project, tmp_path / "copy")
+    assert not (copy / "artifacts").exists() and not (copy / ".dvc" / "cache").exists()
+    out = _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=copy)
+    assert "Running stage 'ingest'" in out.stdout and "Running stage 'features'" in out.stdout
 
 
 def test_dagster_materializes_partition_with_passing_blocking_checks(project: Path):

@@ -84,15 +84,15 @@ def test_evaluate_matches_independent_computation(root):
     assert entry["fm"]["relaimpr"] == 0.0
     assert set(entry["dnn"]["per_segment"]) == {"lt_user&lt_item", "head_user&lt_item", "lt_user&head_item", "head_user&head_item"}
     assert set(entry["dnn"]["per_scenario"]) == set(test["scenario"].astype(str))
+    assert not (root / "docs").exists() and not (root / "README.md").exists()  # evaluate touches no doc
     (root / "README.md").write_text("# project\n\nhand-written\n")
-    evaluate.run(params, root)  # re-running replaces the sections instead of appending
+    evaluate.publish(root, params)
+    evaluate.publish(root, params)  # publishing again replaces the sections instead of appending
     doc = (root / "docs" / "RESULTS.md").read_text()
     assert doc.count("BEGIN evaluate ml-100k") == 1 and "| dnn | train |" in doc
     readme = (root / "README.md").read_text()
     assert readme.startswith("# project\n\nhand-written\n") and readme.count("BEGIN evaluate zoo ml-100k") == 1
     assert "| dnn | " in readme and "| fm | " in readme
-    evaluate.run(params, root)
-    assert (root / "README.md").read_text() == readme
     roc = pd.read_csv(root / "artifacts" / "evaluate" / "ml-100k" / "roc" / "dnn.csv")
     assert list(roc.columns) == ["fpr", "tpr"] and roc["tpr"].is_monotonic_increasing
 

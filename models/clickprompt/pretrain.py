@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file
 from llm4ctr.errors import ParamsError
+from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
 from models.clickprompt.pamlm import PAMLM
 from models.trainer import _derive_seed, _epoch_rows, _resolve_device, _to_tensors
@@ -107,7 +107,7 @@ def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Pa
     state = _start(work_dir / STATE, identity, objective, optimizer, scheduler, device)
 
     started, seconds_before = time.perf_counter(), state["seconds"]
-    bar = tqdm(total=end, initial=state["step"], desc="PA-MLM", disable=not config.progress)
+    bar = progress_bar(total=end, initial=state["step"], desc="PA-MLM", enabled=config.progress)
     window: list[tuple[float, float]] = []
     order, order_epoch = None, -1
     for step in range(state["step"], end):
@@ -137,6 +137,9 @@ def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Pa
         if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
             state["seconds"] = seconds_before + time.perf_counter() - started
             _save(work_dir / STATE, state, objective, optimizer, scheduler)
+            last = state["history"][-1] if state["history"] else {}
+            log.info("PA-MLM step %d/%d: loss %.4f, accuracy %.4f (%.0fs)", state["step"], end,
+                     last.get("loss", float("nan")), last.get("accuracy", float("nan")), state["seconds"])
     bar.close()
     state["seconds"] = seconds_before + time.perf_counter() - started
     history = state["history"]

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
+from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
 from models.learn.id_two_tower import IDTwoTower
 from models.learn.pch_tower import LearnTower, TwinTower
@@ -138,8 +138,8 @@ def fit_tower(model: TwinTower, seqs: UserSequences, valid: Queries, seen: torch
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     state = _start_state(model, optimizer, ckpt_dir, resume)
-    bar = tqdm(range(state["epoch"] + 1, config.max_epochs + 1), desc="tower epochs", disable=not config.progress,
-               initial=state["epoch"], total=config.max_epochs)
+    bar = progress_bar(range(state["epoch"] + 1, config.max_epochs + 1), enabled=config.progress, desc="tower epochs",
+                       initial=state["epoch"], total=config.max_epochs)
     for epoch in bar:
         if state["bad_epochs"] >= config.patience:
             break
