@@ -210,9 +210,9 @@ def profile(
 
 def main() -> None:
     """Console entry point: run the app, turning project errors into one line and exit status 2."""
-    from llm4ctr.progress import configure_logging
+    from llm4ctr.progress import configure_output
 
-    configure_logging()
+    configure_output()
     try:
         app()
     except Llm4ctrError as exc:

@@ -76,3 +76,20 @@ def test_dvc_stage_commands_find_llm4ctr_in_a_new_shell(tmp_path):
     out = new_shell(f"cd {shlex.quote(str(project))} && dvc repro ingest")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Running stage 'ingest'" in out.stdout
+
+
+def test_the_dagster_instance_config_turns_telemetry_and_the_newsletter_dialog_off(tmp_path):
+    """`make ui` writes $DAGSTER_HOME/dagster.yaml (keys added to a user's existing file, never replaced)."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_monitoring:\n  enabled: true\n")
+    for _ in range(2):  # twice: the keys are added once
+        out = subprocess.run(["make", "-s", "dagster-home", f"DAGSTER_HOME={home}"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    text = (home / "dagster.yaml").read_text()
+    assert text.startswith("run_monitoring:\n  enabled: true\n") and text.count("nux:") == 1
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert instance.nux_enabled is False and instance.telemetry_enabled is False
