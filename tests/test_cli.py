@@ -103,3 +103,17 @@ def test_broken_profile_yaml_names_the_file(tmp_path):
     out = _cli("profile", "broken", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "broken.yaml: not valid YAML" in out.stderr
+
+
+def test_an_output_another_run_is_writing_is_a_one_line_error(tmp_path):
+    import os
+
+    from llm4ctr.atomic import atomic_dir
+
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k, source: auto}\n")
+    with atomic_dir(tmp_path / "data" / "ml-100k"):  # this test process is the other run
+        out = _cli("fetch", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: {tmp_path / 'data' / 'ml-100k'}: being written by another run, pid {os.getpid()} ")
