@@ -45,7 +45,8 @@ def discover(root: Path, dataset: str, stages: list[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for stage in stages:
         for path in sorted(artifact_dir(root, stage, dataset).glob(f"*/{PREDICTIONS}")):
-            found[path.parent.name] = path
+            if not path.parent.name.startswith("."):  # a run being written (or killed) in a .tmp- folder
+                found[path.parent.name] = path
     if not found:
         raise DataError(f"no {PREDICTIONS} under artifacts/{{{','.join(stages)}}}/{dataset}/; run the training stages first")
     return found

@@ -29,7 +29,7 @@ from typing import IO, Any
 from assets.datasets import raw_layouts
 from assets.datasets.common import describe_layouts, match_layout
 from llm4ctr.atomic import atomic_dir
-from llm4ctr.errors import ChecksumError, DataError, Llm4ctrError, ParamsError, SourceUnavailable
+from llm4ctr.errors import ChecksumError, DataError, Llm4ctrError, OutputLocked, ParamsError, SourceUnavailable
 from llm4ctr.params import Params
 from llm4ctr.paths import cache_dir
 
@@ -106,6 +106,8 @@ def fetch(
                 origins = _obtain(name, dataset, local_path, cache, params, checksums)
                 files = _collect_all(origins, layouts, dataset, tmp, checksums)
                 (tmp / MANIFEST).write_text(json.dumps({"source": name, "files": files}, indent=2, sort_keys=True))
+        except OutputLocked:
+            raise  # another fetch is writing data/<dataset>/: no other source can help
         except Llm4ctrError as exc:
             attempts.append({"source": name, "ok": False, "error": str(exc)})
             if source != "auto":

@@ -25,6 +25,10 @@ class SourceUnavailable(Llm4ctrError):
     """A data or model source (URL, local path, PyPI wheel) could not provide the files."""
 
 
+class OutputLocked(Llm4ctrError):
+    """Another run (named in the message) is writing the same stage output right now."""
+
+
 class ValidationFailed(DataError):
     """A Great Expectations suite failed; ``summary`` is human readable, ``result_path`` holds the full JSON."""
 

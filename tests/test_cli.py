@@ -120,3 +120,17 @@ def test_profiles_extending_in_a_cycle_are_named(tmp_path):
     (tmp_path / "profiles" / "b.yaml").write_text("extends: [a]\n")
     out = _cli("profile", "a", cwd=tmp_path)
     assert out.returncode == 2 and "cycle (a -> b -> a)" in out.stderr
+
+
+def test_an_output_another_run_is_writing_is_a_one_line_error(tmp_path):
+    import os
+
+    from llm4ctr.atomic import atomic_dir
+
+    (tmp_path / "params.yaml").write_text("data: {name: ml-100k, source: auto}\n")
+    with atomic_dir(tmp_path / "data" / "ml-100k"):  # this test process is the other run
+        out = _cli("fetch", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: {tmp_path / 'data' / 'ml-100k'}: being written by another run, pid {os.getpid()} ")

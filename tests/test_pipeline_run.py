@@ -101,6 +101,18 @@ def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Pat
     second = _sh("dvc", "repro", TARGET, cwd=project)
     assert "Running stage" not in second.stdout
     assert "up to date" in _sh("dvc", "status", TARGET, cwd=project).stdout
+    # The locks and temporaries llm4ctr.atomic keeps beside an output being written (and a killed run
+    # leaves) sit inside folders DVC hashes: data/ (fetch), and a dependency that holds per-model
+    # outputs such as artifacts/train/<ds>/ (played here by artifacts/ingest/ml-100k/).
+    leftovers = [project / "data" / ".lock-ml-100k", project / "data" / ".tmp-ml-100k-abcdefgh" / "x",
+                 split_dir.parent.parent / "ingest" / "ml-100k" / ".tmp-old-fm-123" / "x",
+                 split_dir.parent.parent / "ingest" / "ml-100k" / ".lock-fm"]
+    for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("ignored")
+    assert "up to date" in _sh("dvc", "status", "--with-deps", TARGET, "data.dvc", cwd=project).stdout
+    for path in leftovers:
+        path.unlink()
 
     good = tree_bytes(project / "artifacts")
     inter = project / "data" / "ml-100k" / "ml-100k.inter"

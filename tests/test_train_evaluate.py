@@ -102,3 +102,14 @@ def test_evaluate_without_predictions_names_the_problem(root):
 
     with pytest.raises(DataError, match="no predictions.parquet under artifacts/"):
         evaluate.run(_params(), root)
+
+
+def test_evaluate_ignores_a_run_still_being_written(root):
+    """A predictions file inside a `.tmp-` folder (a training run in progress, or killed) is not a method."""
+    from llm4ctr.errors import DataError
+
+    leftover = root / "artifacts" / "train" / "ml-100k" / ".tmp-dcnv2-abc123"
+    leftover.mkdir(parents=True)
+    pd.DataFrame({"row": [0], "seed": [1], "split": ["test"], "prob": [0.5]}).to_parquet(leftover / "predictions.parquet")
+    with pytest.raises(DataError, match="no predictions.parquet under artifacts/"):
+        evaluate.run(_params(), root)
