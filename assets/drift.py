@@ -68,7 +68,7 @@ def drift_columns(fields: list[dict[str, str]], exclude: list[str]) -> dict[str,
 
 def current_traffic(params: Params, root: Path, dataset: str, test: pd.DataFrame, predictor) -> tuple[pd.DataFrame, str]:
     """(frame with a ``prediction`` column, "log" | "test"): the served log when it is long enough."""
-    from serving.prediction_log import read_log
+    from assets.prediction_log import read_log
 
     cfg = params.get_path("drift")
     served = read_log(log_dir(params, root, dataset), last=cfg["max_current_rows"])
@@ -159,7 +159,7 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame,
 
 def run(params: Params, root: Path) -> dict[str, Any]:
     """Compare the served (or test) traffic with the training data; write reports and summary.json."""
-    from serving.predictor import Predictor
+    from models.predictor import Predictor
 
     root = Path(root)
     dataset = params.get_path("data.name")

@@ -163,7 +163,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/split/{dataset}", "artifacts/bento/{dataset}"),
         outs=("artifacts/drift/{dataset}",),
         params=("data.name", "serve.log_dir", "drift"),
-        code=("assets/drift.py", "serving/predictor.py", "serving/prediction_log.py", "models/metrics.py"),
+        code=("assets/drift.py", "models/predictor.py", "assets/prediction_log.py", "models/metrics.py"),
     ),
     Stage(
         name="clickprompt_pretrain",

@@ -12,7 +12,7 @@ on the test split's records of ``data.name`` (the same records for every figure)
    single-record requests for ``--seconds``; requests/s, errors (any non-200 or failed request),
    latency percentiles (target >= 1,000 req/s, zero errors);
 3. one 1,000-record request, repeated ``--batch-repeats`` times: p50/p99 (target <= 50 ms);
-4. offline, in this process: the same records through ``serving.predictor.Predictor`` (encoding +
+4. offline, in this process: the same records through ``models.predictor.Predictor`` (encoding +
    model, no HTTP), and through ClickPrompt WITH the PLM (``bench/bench_clickprompt.py``'s model:
    the PA-MLM checkpoint when present, else the public PLM weights; the cost is the same), its
    texts pre-tokenized: the ratio shows what the with-PLM path would cost to serve;
@@ -340,7 +340,7 @@ def main() -> None:
 
     import torch
 
-    from serving.predictor import Predictor
+    from models.predictor import Predictor
 
     meta["serve"] = registration["serve"]
     torch.set_num_threads(int(meta["serve"]["torch_threads"]))

@@ -57,7 +57,7 @@ def drift_sensor(datasets: list[str]) -> dg.SensorDefinition:
                description="Re-run drift (and its check) when the service has logged drift.rerun_rows new predictions")
     def _sensor(context: dg.SensorEvaluationContext, project: dg.ConfigurableResource):
         from assets.drift import log_dir
-        from serving.prediction_log import new_rows
+        from assets.prediction_log import new_rows
 
         cursor = json.loads(context.cursor) if context.cursor else {}
         for dataset in datasets:

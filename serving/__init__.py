@@ -1,6 +1,5 @@
-"""The BentoML service of the CTR-only path (service.py), its request schemas and guard, the shared
-predictor (encoder + model) and the prediction log the drift stage reads.
-
-Imports stay in the submodules: ``serving.predictor`` and ``serving.prediction_log`` are used by the
-pipeline stages without loading bentoml.
+"""The BentoML shell of the CTR-only path: the service (service.py), its request schemas and guard,
+and the launcher. What it shares with the pipeline lives below it: the predictor (encoder + model) in
+``models.predictor`` and the prediction log that drift and the Dagster sensor read in
+``assets.prediction_log``, so no pipeline module imports this package.
 """

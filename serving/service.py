@@ -28,8 +28,8 @@ import torch
 from llm4ctr.env import apply_defaults
 from llm4ctr.errors import DataError
 from serving.guard import RequestGuard
-from serving.prediction_log import PredictionLog
-from serving.predictor import Predictor
+from assets.prediction_log import PredictionLog
+from models.predictor import Predictor
 from serving.schemas import Prediction, record_model, records_type
 
 apply_defaults()

@@ -22,8 +22,8 @@ from assets.bento import registered_model_dir, run as register
 from assets.drift import SUMMARY, current_traffic, log_dir
 from models.metrics import longtail_mask
 from orchestration.definitions import Project, defs
-from serving.prediction_log import PredictionLog
-from serving.predictor import Predictor
+from assets.prediction_log import PredictionLog
+from models.predictor import Predictor
 from tests.serving_fixtures import DATASET, bentoml_home, build_project, scenario_of
 
 SHIFTED = "lt_user&head_item"

@@ -28,7 +28,7 @@ from models.features import FeatureEncoder
 from models.metrics import auc
 from models.trainer import Trainer, TrainConfig, load_model
 from serving.launcher import bentoml_serve
-from serving.prediction_log import read_log
+from assets.prediction_log import read_log
 from tests.serving_fixtures import DATA_MD5, DATASET, MODEL, ROOT, SEED, bentoml_home, build_project
 
 MAX_BODY = 8 * 2**20

@@ -17,8 +17,8 @@ from models.ctr import build_model
 from models.features import OOV, FeatureEncoder, default_spec
 from models.trainer import Trainer, TrainConfig
 from serving.guard import RequestGuard
-from serving.prediction_log import PredictionLog, log_sizes, new_rows, read_log
-from serving.predictor import Predictor, RecordEncoder
+from assets.prediction_log import PredictionLog, log_sizes, new_rows, read_log
+from models.predictor import Predictor, RecordEncoder
 from serving.schemas import record_model, records_type
 from tests.ctr_fixtures import TINY, make_interactions, split
 

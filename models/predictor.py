@@ -13,7 +13,7 @@ Two encoders feed the same model:
   applies the fitted vocabularies and bin edges with plain dict lookups and ``bisect``. Measured on
   this 2-core machine, ``transform`` costs 6-8 ms for ONE row (pandas overhead per column), more
   than the whole latency budget of a request; the record path costs tens of microseconds.
-  ``tests/test_serving_predictor.py`` checks the two give identical arrays (OOV, missing values,
+  ``tests/test_serving_units.py`` checks the two give identical arrays (OOV, missing values,
   whitespace, multi-valued fields included).
 """
 
