@@ -12,7 +12,6 @@ fallback to synthetic data: when no source works, SourceUnavailable lists every 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import json
 import shutil
@@ -28,6 +27,7 @@ from typing import IO, Any
 
 from assets.datasets import raw_layouts
 from assets.datasets.common import describe_layouts, match_layout
+from assets.datasets.integrity import CHUNK, MANIFEST, digest, read_manifest, verify
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import ChecksumError, DataError, Llm4ctrError, OutputLocked, ParamsError, SourceUnavailable
 from llm4ctr.params import Params
@@ -35,8 +35,6 @@ from llm4ctr.paths import cache_dir
 
 SOURCES = ("url", "local", "wheel")
 TIMEOUT_S = 15  # per network operation: unreachable hosts fail fast
-CHUNK = 1 << 20
-MANIFEST = ".fetch.json"  # written into raw_dir: which source, and the md5 of every file
 
 URLS: dict[str, tuple[str, ...]] = {
     "ml-100k": ("https://files.grouplens.org/datasets/movielens/ml-100k.zip",),
@@ -159,31 +157,8 @@ def _urls(dataset: str, params: Params | None) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checksums
+# Checksums (digest, verify and the fetch record live in assets.datasets.integrity, which ingest uses)
 # ----------------------------------------------------------------------------------------------
-
-
-def digest(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of ``path``, read in chunks (archives can be large)."""
-    hasher = hashlib.new(algorithm)
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def verify(path: Path, name: str, checksums: Mapping[str, tuple[str, str]], origin: str | None = None) -> None:
-    """ChecksumError when ``name`` has a pinned checksum that ``path`` does not match."""
-    if name not in checksums:
-        return
-    algorithm, expected = checksums[name]
-    actual = digest(path, algorithm)
-    if actual != expected:
-        where = f"{name} (from {origin})" if origin else str(path)
-        raise ChecksumError(
-            f"{where}: {algorithm} {actual} does not match the pinned {expected}; "
-            "the file is truncated, corrupt or a different release"
-        )
 
 
 def _intact(raw_dir: Path, layouts: Mapping, checksums: Mapping) -> dict[str, str] | None:
@@ -201,12 +176,11 @@ def _intact(raw_dir: Path, layouts: Mapping, checksums: Mapping) -> dict[str, st
     except ChecksumError:
         return None
     files = {name: digest(path) for name, path in sorted(paths.items())}
-    manifest = raw_dir / MANIFEST
     try:
-        recorded = json.loads(manifest.read_text())["files"] if manifest.is_file() else files
-    except (ValueError, KeyError, TypeError):
+        record = read_manifest(raw_dir)
+    except DataError:
         return None  # an unreadable record: fetch again rather than trust the files
-    return files if recorded == files else None
+    return files if record is None or record["files"] == files else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Stage `ingest`: raw files of one dataset -> the normalized interactions table, validated by GX.
 
-Reads data/<dataset>/ (obtained by `llm4ctr fetch`), writes artifacts/ingest/<dataset>/:
-interactions.parquet, summary.json, gx_result.json. A failing suite writes its full result to
-artifacts/failures/ and leaves the previous good output untouched.
+Reads data/<dataset>/ (obtained by `llm4ctr fetch`; its files are first checked against the fetch
+record, see assets/datasets/integrity.py), writes artifacts/ingest/<dataset>/: interactions.parquet,
+summary.json, gx_result.json. A refused raw file or a failing suite (whose full result goes to
+artifacts/failures/) leaves the previous good output untouched.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ STAGES: tuple[Stage, ...] = (
         func="assets.ingest:run",
         deps=("data/{dataset}",),
         outs=("artifacts/ingest/{dataset}",),
-        params=("data.name", "data.label_rules", "data.amazon", "data.missing_references"),
+        params=("data.name", "data.label_rules", "data.amazon", "data.missing_references", "data.timestamp_range"),
         code=("assets/ingest.py", "assets/datasets", "assets/validation.py", "assets/schema.py"),
         check="assets.ingest:check",
     ),

@@ -317,10 +317,10 @@ def fake_wheel_pins(wheel: Path) -> dict:
 def test_cached_wheel_is_used_without_pip(tmp_path, monkeypatch, params):
     wheel = F.make_recbole_wheel(tmp_path / "cache" / "wheels" / RECBOLE_WHEEL)
     monkeypatch.setattr(fetch_module.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
-    raw_dir = tmp_path / "data" / "ml-100k"
-    report = fetch("ml-100k", raw_dir, source="wheel", cache=tmp_path / "cache", checksums=fake_wheel_pins(wheel))
+    raw_dir, pins = tmp_path / "data" / "ml-100k", fake_wheel_pins(wheel)
+    report = fetch("ml-100k", raw_dir, source="wheel", cache=tmp_path / "cache", checksums=pins)
     assert report["source"] == "wheel" and names(raw_dir) == ATOMIC  # ml-100k.kg is left in the wheel
-    assert len(load_interactions("ml-100k", raw_dir, params)) == len(F.ML_RATINGS)
+    assert len(load_interactions("ml-100k", raw_dir, params, checksums=pins)) == len(F.ML_RATINGS)
 
 
 def test_corrupt_cached_wheel_is_downloaded_again(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from assets.datasets.common import (
     normalized,
     read_records,
 )
+from assets.datasets.integrity import check_timestamps
 from assets.schema import SEPARATOR
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
@@ -69,6 +70,7 @@ def load(dataset: str, raw_dir: Path, params: Params) -> pd.DataFrame:
         reviews_path, meta_path = files[f"reviews:{category}"], files[f"meta:{category}"]
         items = _items(meta_path, FORMATS[fmt][1])
         inter = _reviews(reviews_path).assign(scenario=category)
+        check_timestamps(inter, reviews_path, params)
         parts.append(check_references(inter, inter["item_id"], items.index, reviews_path, meta_path, "asin", params))
         metas.append(items)
     items = pd.concat(metas)

@@ -8,6 +8,7 @@ Frames read here carry the 1-based line number of each row in their index, so an
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import gzip
 import io
@@ -107,7 +108,13 @@ def read_bytes(path: Path) -> bytes:
 
 def decode(data: bytes, path: Path, encoding: str, first_line: int = 1) -> str:
     """Decode ``data`` (which starts at line ``first_line``); a bad byte -> DataError naming the
-    file, line and encoding."""
+    file, line and encoding.
+
+    A UTF-8 byte-order mark at the start of a file (what many Windows tools write) is dropped and
+    the file is read as UTF-8, the encoding the mark declares, whatever ``encoding`` the format has.
+    """
+    if first_line == 1 and data.startswith(codecs.BOM_UTF8):
+        data, encoding = data[len(codecs.BOM_UTF8) :], "utf-8"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -156,6 +163,8 @@ def read_delimited(
     """
     path = Path(path)
     rows = _split_lines(decode(read_bytes(path), path, encoding), sep, quoted)
+    if not rows:
+        raise DataError(f"{path}: file is empty")
     sep_name = SEP_NAMES.get(sep, repr(sep))
     names = list(columns)
     if header:

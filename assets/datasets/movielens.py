@@ -27,6 +27,7 @@ from assets.datasets.common import (
     split_title_year,
     unique_index,
 )
+from assets.datasets.integrity import check_timestamps
 from llm4ctr.errors import DataError
 from llm4ctr.params import Params
 
@@ -158,7 +159,9 @@ def _items(raw: pd.DataFrame, path: Path, title: pd.Series, genres: list, year: 
 def _assemble(
     inter: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, files: dict[str, Path], dataset: str, params: Params
 ) -> pd.DataFrame:
-    """Check that every rating's user and item exist, join their features, add the scenario."""
+    """Check that every rating's time is plausible and its user and item exist, join their features,
+    add the scenario."""
+    check_timestamps(inter, files["inter"], params)
     inter = check_references(inter, inter["user_id"], users.index, files["inter"], files["user"], "user_id", params)
     inter = check_references(inter, inter["item_id"], items.index, files["inter"], files["item"], "item_id", params)
     frame = inter.join(users, on="user_id").join(items, on="item_id")
