@@ -65,8 +65,9 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m "slow or network"
 
+# PROFILE=full shows that profile's variants as assets (and runs them with its params)
 ui: venv dagster-home
-	dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
+	LLM4CTR_PROFILE=$(PROFILE) dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 # the CTR service on 127.0.0.1:$(PORT); the bento stage must have registered a model (llm4ctr stage bento)
 serve: venv

@@ -20,8 +20,7 @@ writes artifacts/clickprompt/<ds>/<variant>/ in the layout of docs/CONTRACTS.md:
     ctr_same_budget           the CTR model alone from scratch, trained on exactly the rows and settings of
                               the with-PLM variants: their RelaImpr base when those run on a subsample
 
-Texts come from artifacts/text/<ds>/ when the text stage has run, else they are made on the fly
-with :func:`assets.text.textualize`. Budgets (the short default profile; null = the full split):
+Texts come from the text stage (artifacts/text/<ds>/, a declared input). Budgets (the short default profile; null = the full split):
 ``clickprompt.pretrain.rows`` seeded training rows for PA-MLM; ``clickprompt.finetune.rows`` and
 ``valid_rows`` the training and early-stopping validation rows of everything that runs the PLM in
 finetuning (and of ``ctr_same_budget``). The with-PLM variants' valid predictions cover those
@@ -41,10 +40,11 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, scored, seed_digest, seeds,
+from assets.registry import get_stage
+from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, resume_key, scored, seeds,
                          train_config, work_dir, write_variant)
 from assets.split import SPLITS
-from assets.tables import write_json, write_table
+from assets.tables import read_table, write_json, write_table
 from assets.train import model_hparams
 from llm4ctr.atomic import atomic_dir, write_text
 from llm4ctr.errors import DataError, ParamsError
@@ -53,17 +53,14 @@ from llm4ctr.paths import artifact_dir
 
 PRETRAIN_STAGE = "clickprompt_pretrain"
 STAGE = "clickprompt"
-PRETRAIN_KEYS = ("data.name", "features", "ctr", "plm.name", "clickprompt.ctr_model", "clickprompt.num_prompts",
-                 "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain")
-FINETUNE_KEYS = (*PRETRAIN_KEYS, "train", "clickprompt.finetune")
 PRETRAIN_ONLY = ("variants", "mask_probability", "rows")  # pretrain keys that are not PretrainConfig settings
 PRETRAIN_MODES = {"layerwise": "layerwise", "input": "input", "plain": None}  # variant -> prompt mode (None: K=0)
 
 
 @dataclass(frozen=True)
-class Variant:
-    """A finetuning variant: which PA-MLM checkpoint it starts from (None: public weights), with or
-    without the PLM, and its prompts (mode None: no prompts)."""
+class FinetuneSpec:
+    """What a finetuning variant is: which PA-MLM checkpoint it starts from (None: public weights), with
+    or without the PLM, and its prompts (mode None: no prompts)."""
 
     pretrained: str | None
     with_plm: bool
@@ -71,28 +68,21 @@ class Variant:
 
 
 VARIANTS = {
-    "clickprompt_wo_plm": Variant("layerwise", with_plm=False),
-    "clickprompt_with_plm": Variant("layerwise", with_plm=True),
-    "clickprompt_wo_prompt": Variant("plain", with_plm=True, mode=None),
-    "clickprompt_wo_pretrain": Variant(None, with_plm=True),
-    "clickprompt_wo_both": Variant(None, with_plm=True, mode=None),
-    "clickprompt_wo_layerwise": Variant("input", with_plm=True, mode="input"),
-    "ctr_same_budget": Variant(None, with_plm=False, mode=None),
+    "clickprompt_wo_plm": FinetuneSpec("layerwise", with_plm=False),
+    "clickprompt_with_plm": FinetuneSpec("layerwise", with_plm=True),
+    "clickprompt_wo_prompt": FinetuneSpec("plain", with_plm=True, mode=None),
+    "clickprompt_wo_pretrain": FinetuneSpec(None, with_plm=True),
+    "clickprompt_wo_both": FinetuneSpec(None, with_plm=True, mode=None),
+    "clickprompt_wo_layerwise": FinetuneSpec("input", with_plm=True, mode="input"),
+    "ctr_same_budget": FinetuneSpec(None, with_plm=False, mode=None),
 }
 
 
 # ---------------------------------------------------------------------- inputs
-def texts(params: Params, root: Path, dataset: str) -> dict[str, pd.Series]:
-    """The ClickPrompt text of every row of each split, in split-file order."""
+def texts(root: Path, dataset: str) -> dict[str, pd.Series]:
+    """The ClickPrompt text of every row of each split, in split-file order (the text stage's output)."""
     folder = artifact_dir(root, "text", dataset)
-    if all((folder / f"{name}.parquet").is_file() for name in SPLITS):
-        return {name: pd.read_parquet(folder / f"{name}.parquet", columns=["text"])["text"] for name in SPLITS}
-    from assets.prompts import load_config
-    from assets.split import load_splits
-    from assets.text import textualize
-
-    config = load_config(params, root)
-    return {name: textualize(frame, config) for name, frame in load_splits(root, dataset).items()}
+    return {name: read_table(folder / f"{name}.parquet", columns=["text"])["text"] for name in SPLITS}
 
 
 def subsample(n: int, size: int | None, seed: int) -> np.ndarray:
@@ -132,35 +122,25 @@ def _settings(params: Params, key: str, drop: tuple[str, ...]) -> dict[str, Any]
     return {k: v for k, v in dict(params.get_path(key)).items() if k not in drop}
 
 
-def _item(item: str, known, key: str) -> None:
-    if item not in known:
-        raise ParamsError(f"{key}: unknown variant '{item}'; choose from {sorted(known)}")
+def _known(variant: str, known, key: str) -> None:
+    if variant not in known:
+        raise ParamsError(f"{key}: unknown variant '{variant}'; choose from {sorted(known)}")
 
 
 # ---------------------------------------------------------------------- stage clickprompt_pretrain
-def pretrain_digest(params: Params) -> str:
-    """What a PA-MLM run depends on (its resumable work dir is keyed by it): every pretrain key except
-    the runtime ones (threads, progress, checkpoint interval, ``stop_at``), so a paused run continues."""
-    from models.clickprompt.pretrain import RUNTIME
-
-    keys = [k for k in PRETRAIN_KEYS if k != "clickprompt.pretrain"]
-    keys += [f"clickprompt.pretrain.{k}" for k in params.get_path("clickprompt.pretrain") if k not in RUNTIME]
-    return params.digest(keys)
-
-
-def pamlm_objective(params: Params, vocab_sizes: dict[str, int], item: str):
-    """(PA-MLM objective, tokenizer, fresh MLM-head parameter names) of pretrain variant ``item``, built
+def pamlm_objective(params: Params, vocab_sizes: dict[str, int], variant: str):
+    """(PA-MLM objective, tokenizer, fresh MLM-head parameter names) of pretrain variant ``variant``, built
     from the public PLM weights and a fresh CTR model (seeded by ``clickprompt.pretrain.seed``)."""
     import torch
     from transformers import AutoTokenizer
 
     from models.clickprompt import PAMLM, ClickPromptNet, load_masked_lm
 
-    _item(item, PRETRAIN_MODES, "clickprompt.pretrain.variants")
+    _known(variant, PRETRAIN_MODES, "clickprompt.pretrain.variants")
     plm = _plm(params)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     torch.manual_seed(int(params.get_path("clickprompt.pretrain.seed")))
-    mode = PRETRAIN_MODES[item]
+    mode = PRETRAIN_MODES[variant]
     plm_encoder, head, fresh = load_masked_lm(plm)
     net = ClickPromptNet(_ctr(params, vocab_sizes), plm_encoder,
                          int(params.get_path("clickprompt.num_prompts")) if mode else 0, mode or "layerwise")
@@ -169,52 +149,53 @@ def pamlm_objective(params: Params, vocab_sizes: dict[str, int], item: str):
     return objective, tokenizer, fresh
 
 
-def pretrain_work_dir(params: Params, root: Path, item: str) -> Path:
-    """The resumable PA-MLM checkpoint folder of pretrain variant ``item``."""
-    return work_dir(root, PRETRAIN_STAGE, params.get_path("data.name"), item,
-                    int(params.get_path("clickprompt.pretrain.seed")), pretrain_digest(params))
+def pretrain_work_dir(params: Params, root: Path, variant: str) -> Path:
+    """The resumable PA-MLM checkpoint folder of pretrain variant ``variant``."""
+    return work_dir(root, PRETRAIN_STAGE, params.get_path("data.name"), variant,
+                    int(params.get_path("clickprompt.pretrain.seed")), resume_key(params, root, PRETRAIN_STAGE, variant))
 
 
-def pretrain(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """PA-MLM for pretrain variant ``item`` (resumable); writes the ClickPrompt checkpoint."""
+def pretrain(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """PA-MLM for pretrain variant ``variant`` (resumable); writes the ClickPrompt checkpoint."""
     from models.clickprompt import PretrainConfig
     from models.clickprompt import pretrain as run_pretrain
 
-    _item(item, PRETRAIN_MODES, "clickprompt.pretrain.variants")
+    _known(variant, PRETRAIN_MODES, "clickprompt.pretrain.variants")
     dataset = params.get_path("data.name")
     config = PretrainConfig.from_dict(_settings(params, "clickprompt.pretrain", PRETRAIN_ONLY))
     encoder, arrays = load_encoded(root, dataset)
-    objective, tokenizer, fresh = pamlm_objective(params, encoder.vocab_sizes, item)
+    objective, tokenizer, fresh = pamlm_objective(params, encoder.vocab_sizes, variant)
     rows = subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.pretrain.rows"),
                      int(params.get_path("clickprompt.subsample_seed")))
-    data = text_arrays(arrays["train"], texts(params, root, dataset)["train"], rows, tokenizer,
+    data = text_arrays(arrays["train"], texts(root, dataset)["train"], rows, tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     data.pop("label")  # PA-MLM sees no CTR label
-    summary = run_pretrain(objective, data, pretrain_work_dir(params, root, item), config)
-    with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / item) as tmp:
+    summary = run_pretrain(objective, data, pretrain_work_dir(params, root, variant), config)
+    with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / variant) as tmp:
         objective.net.save(tmp, tokenizer)
-        write_json({"variant": item, "plm": params.get_path("plm.name"), "params_digest": pretrain_digest(params),
+        write_json({"variant": variant, "plm": params.get_path("plm.name"),
+                    "params_digest": params.digest(get_stage(PRETRAIN_STAGE).params),
                     "fresh_head_params": fresh, **summary}, tmp / "summary.json")
-    return {"variant": item, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
+    return {"variant": variant, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
             "loss_last": summary["loss_last"], "seconds": summary["seconds"]}
 
 
 # ---------------------------------------------------------------------- stage clickprompt
-def finetune(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """Finetune variant ``item`` for each of its seeds; write predictions, summary and checkpoints."""
-    _item(item, VARIANTS, "clickprompt.finetune.variants")
-    variant = VARIANTS[item]
+def finetune(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """Finetune ``variant`` for each of its seeds; write predictions, summary and checkpoints."""
+    _known(variant, VARIANTS, "clickprompt.finetune.variants")
+    spec = VARIANTS[variant]
     dataset = params.get_path("data.name")
-    digest = seed_digest(params, FINETUNE_KEYS)
-    source = artifact_dir(root, PRETRAIN_STAGE, dataset) / variant.pretrained if variant.pretrained else None
+    key = resume_key(params, root, STAGE, variant)
+    source = artifact_dir(root, PRETRAIN_STAGE, dataset) / spec.pretrained if spec.pretrained else None
     if source is not None and not (source / "clickprompt.json").is_file():
-        raise DataError(f"{source}: no PA-MLM checkpoint; add '{variant.pretrained}' to clickprompt.pretrain.variants "
+        raise DataError(f"{source}: no PA-MLM checkpoint; add '{spec.pretrained}' to clickprompt.pretrain.variants "
                         f"and run stage {PRETRAIN_STAGE}")
-    run = _finetune_with_plm if variant.with_plm else _finetune_wo_plm
-    with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
-        records, per_seed, extra, valid_rows = run(params, root, item, variant, source, digest, tmp)
-        summary = {"variant": item, "stage": STAGE, "pretrained_from": str(source) if source else None,
-                   "params_digest": digest, "seeds": per_seed, **extra}
+    run = _finetune_with_plm if spec.with_plm else _finetune_wo_plm
+    with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
+        records, per_seed, extra, valid_rows = run(params, root, variant, spec, source, key, tmp)
+        summary = {"variant": variant, "stage": STAGE, "pretrained_from": str(source) if source else None,
+                   "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed, **extra}
         if valid_rows is None:
             write_variant(tmp, records, summary)
         else:  # valid predictions of some rows only (the PLM is costly): say which
@@ -222,7 +203,7 @@ def finetune(params: Params, root: Path, item: str) -> dict[str, Any]:
             frame.loc[frame["split"] == "valid", "row"] = np.tile(valid_rows, len(per_seed))
             write_table(frame, tmp / PREDICTIONS)
             write_json(summary, tmp / SUMMARY)
-    return {"variant": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
+    return {"variant": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
 
 
 def _budget(params: Params, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +213,7 @@ def _budget(params: Params, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
             subsample(len(arrays["valid"]["label"]), params.get_path("clickprompt.finetune.valid_rows"), seed))
 
 
-def _finetune_wo_plm(params, root, item, variant, source, digest, out):
+def _finetune_wo_plm(params, root, variant, spec, source, key, out):
     """The CTR model alone. From the PA-MLM checkpoint: trained exactly like the zoo baseline (full split,
     `train` section). From scratch (``ctr_same_budget``): on the with-PLM rows and settings."""
     import torch
@@ -253,12 +234,12 @@ def _finetune_wo_plm(params, root, item, variant, source, digest, out):
         model = pretrained_ctr(source) if source is not None else _ctr(params, encoder.vocab_sizes)
         _, per_seed[seed], predictions = fit_seed(
             model, train_config(params, seed, **overrides), train, valid, scored(arrays),
-            work_dir(root, STAGE, dataset, item, seed, digest), out / f"seed{seed}")
+            work_dir(root, STAGE, dataset, variant, seed, key), out / f"seed{seed}")
         records += [(seed, split, p) for split, p in predictions]
     return records, per_seed, {"train_rows": len(train["label"]), "early_stopping_valid_rows": len(valid["label"])}, None
 
 
-def _finetune_with_plm(params, root, item, variant, source, digest, out):
+def _finetune_with_plm(params, root, variant, spec, source, key, out):
     """CTR model + PLM on the (sub-sampled) training texts; valid sub-sampled (early stopping and the
     written valid predictions), test in full."""
     import torch
@@ -275,7 +256,7 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     plm = str(source / "plm") if source else _plm(params)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     max_length = int(params.get_path("clickprompt.max_length"))
-    split_texts = texts(params, root, dataset)
+    split_texts = texts(root, dataset)
     train_rows, valid_rows = _budget(params, arrays)
     data = {"train": text_arrays(arrays["train"], split_texts["train"], train_rows, tokenizer, max_length),
             "test": text_arrays(arrays["test"], split_texts["test"], np.arange(len(arrays["test"]["label"])), tokenizer,
@@ -286,10 +267,10 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
     for seed in settings["plm_seeds"]:
         seed = int(seed)
         torch.manual_seed(seed)
-        model = with_plm_model(params, encoder.vocab_sizes, variant, source, settings)
+        model = with_plm_model(params, encoder.vocab_sizes, spec, source, settings)
         trainer = Trainer(model, train_config(params, seed, **dict(settings["train"])))
         started = time.perf_counter()
-        result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, item, seed, digest))
+        result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, variant, seed, key))
         per_seed[seed] = {**fit_summary(result, len(train_rows), time.perf_counter() - started),
                           "alpha": round(float(model.alpha.detach()), 4)}
         for split, rows in (("valid", early_stopping), ("test", data["test"])):
@@ -299,16 +280,16 @@ def _finetune_with_plm(params, root, item, variant, source, digest, out):
         seed_dir = out / f"seed{seed}"
         seed_dir.mkdir()
         save_weights(model, seed_dir / "model.safetensors")
-        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": item, "pretrained_from": str(source) if source
+        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": variant, "pretrained_from": str(source) if source
                                                               else None, **settings}, indent=2, default=str))
     return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
             valid_rows)
 
 
-def with_plm_model(params: Params, vocab_sizes: dict[str, int], variant: Variant, source: Path | None,
+def with_plm_model(params: Params, vocab_sizes: dict[str, int], spec: FinetuneSpec, source: Path | None,
                    settings: dict[str, Any]):
     """The untrained ``ClickPromptWithPLM`` of a with-PLM variant: from the PA-MLM checkpoint ``source``, or
-    (``source`` None) a fresh CTR model and the public PLM, prompted as ``variant.mode`` says."""
+    (``source`` None) a fresh CTR model and the public PLM, prompted as ``spec.mode`` says."""
     from transformers import AutoModel
 
     from models.clickprompt import ClickPromptNet, ClickPromptWithPLM
@@ -317,8 +298,8 @@ def with_plm_model(params: Params, vocab_sizes: dict[str, int], variant: Variant
         net = ClickPromptNet.load(source)
     else:
         net = ClickPromptNet(_ctr(params, vocab_sizes), AutoModel.from_pretrained(_plm(params)),
-                             int(params.get_path("clickprompt.num_prompts")) if variant.mode else 0,
-                             variant.mode or "layerwise")
+                             int(params.get_path("clickprompt.num_prompts")) if spec.mode else 0,
+                             spec.mode or "layerwise")
     return ClickPromptWithPLM(net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]),
                               float(settings["plm_lr"]))
 

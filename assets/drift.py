@@ -8,7 +8,7 @@ training data, overall and for each long-tail segment, on the features and the p
   ``drift.min_log_rows`` of them, else the test split scored by the same model (``source: test``);
 * segments: ``overall`` and the 2x2 long-tail user x long-tail item segments of
   ``models.metrics.SEGMENTS`` (long-tail = the least frequent users/items holding the bottom
-  ``drift.longtail_share`` of training interactions, ``models.metrics.longtail_mask``); a segment
+  ``evaluate.longtail_share`` of training interactions, ``models.metrics.longtail_mask``); a segment
   with fewer than ``drift.min_segment_rows`` rows on either side is reported but not tested;
 * columns: the encoder's fields minus ``drift.exclude_columns`` (ids and zip: per-user identities
   whose distribution changes with WHICH users show up, not with how they look), plus ``prediction``.
@@ -122,16 +122,16 @@ def _figures(snapshot: Any, drift_share: float) -> dict[str, Any]:
 
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame, columns: dict[str, str],
-            cfg: dict[str, Any], out_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+            cfg: dict[str, Any], longtail_share: float, out_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Drift of ``current`` against ``reference``, overall and per long-tail segment.
 
     Both frames carry ``user_id``, ``item_id``, the ``columns`` and ``prediction``; long-tail users
-    and items are defined by their counts in ``train``. With ``out_dir`` each tested segment's
+    and items are the least frequent in ``train`` holding ``longtail_share`` of its rows. With ``out_dir`` each tested segment's
     report is saved there as HTML and JSON.
     """
     from models.metrics import SEGMENTS, longtail_mask
 
-    share = float(cfg["longtail_share"])
+    share = float(longtail_share)
     user_counts, item_counts = train["user_id"].value_counts(), train["item_id"].value_counts()
 
     def masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -177,7 +177,8 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     current, source = current_traffic(params, root, dataset, splits["test"], predictor)
     columns = drift_columns(registration["fields"], list(cfg["exclude_columns"]))
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
-        segments = compare(reference, current, train, columns, cfg, out_dir=tmp)
+        segments = compare(reference, current, train, columns, cfg, float(params.get_path("evaluate.longtail_share")),
+                           out_dir=tmp)
         summary = {"dataset": dataset, "model": registration["tag"], "source": source,
                    "columns": columns, "drift_share": float(cfg["drift_share"]), "segments": segments}
         write_json(summary, tmp / SUMMARY)

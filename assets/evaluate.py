@@ -1,6 +1,6 @@
 """Stage `evaluate`: every method's test predictions -> one comparable set of figures and tables.
 
-Reads the predictions.parquet of every variant under the stages in ``evaluate.stages`` (the layout
+Reads the predictions.parquet of every variant of the scored stages (assets.registry.SCORED; the layout
 of docs/CONTRACTS.md) and computes, per seed then averaged: test AUC, LogLoss, per-scenario AUC and
 the ClickPrompt paper's 2x2 long-tail segment AUCs (long-tail = the least frequent users/items
 holding the bottom ``evaluate.longtail_share`` of training interactions); RelaImpr against
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.registry import SCORED
 from assets.runs import PREDICTIONS
 from assets.split import load_splits
 from assets.tables import write_json
@@ -157,7 +158,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     test_set = TestSet.load(params, root)
 
     results, roc, calib = {}, [], []
-    for name, path in discover(root, dataset, list(params.get_path("evaluate.stages"))).items():
+    for name, path in discover(root, dataset, list(SCORED)).items():
         probs = list(test_set.seed_probs(path).values())
         per_seed = [test_set.score(p) for p in probs]
         if probs:  # one curve per model: its first seed's

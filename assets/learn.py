@@ -35,8 +35,6 @@ label-1 rows make sequences and retrieval targets).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import fit_seed, scored, seeds, train_config, work_dir, write_variant
+from assets.registry import get_stage
+from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
 from assets.split import SPLITS, load_splits
 from assets.tables import read_table, write_json, write_table
 from assets.train import model_hparams
@@ -58,13 +57,9 @@ from llm4ctr.paths import artifact_dir
 TOWER_STAGE = "learn_tower"
 EMBED_STAGE = "learn_embed"
 STAGE = "learn"
-TOWERS = {"learn": 1, "learn_v2": 2, "learn_v3": 3, "id": 0}  # tower -> item-tower variant (0: ID baseline)
+TOWERS = {"learn": 1, "learn_v2": 2, "learn_v3": 3, "id": 0}  # tower -> its item-tower kind (0: ID baseline)
 SEQUENCES = ("all", "positive")
-TOWER_KEYS = ("data.name", "train.seeds", "evaluate.longtail_share", "learn.sequence", "learn.center_content",
-              "learn.tower", "learn.tower_train")
-RANKER_KEYS = (*TOWER_KEYS, "features", "ctr", "train", "learn.ranker")
 EMBEDDINGS = "embeddings.safetensors"
-RUNTIME_KEYS = {"seeds", "progress", "num_threads"}  # settings that leave one seed's result unchanged
 K = 10
 
 
@@ -138,7 +133,8 @@ def item_content(params: Params, root: Path, catalogue: Catalogue):
     return content
 
 
-def _tower_name(params: Params, name: str) -> int:
+def tower_kind(params: Params, name: str) -> int:
+    """The item-tower kind of tower ``name`` (models.learn.LearnTower's ``variant``; 0: the ID baseline)."""
     if name not in TOWERS:
         raise ParamsError(f"{params.source}: unknown LEARN tower '{name}'; choose from {', '.join(TOWERS)}")
     return TOWERS[name]
@@ -156,44 +152,30 @@ def build_tower(params: Params, name: str, catalogue: Catalogue, content, max_le
 
     arch = dict(params.get_path("learn.tower"))
     id_dim = arch.pop("id_embedding_dim")
-    variant = _tower_name(params, name)
+    kind = tower_kind(params, name)
     try:
-        if variant == 0:
+        if kind == 0:
             return IDTwoTower(len(catalogue.items), embedding_dim=id_dim, max_len=max_len, **arch)
-        return LearnTower(content, variant=variant, max_len=max_len, **arch)
+        return LearnTower(content, variant=kind, max_len=max_len, **arch)
     except TypeError as exc:
         raise ParamsError(f"{params.source}: learn.tower: {exc}") from None
 
 
-def _digest(params: Params, keys: tuple[str, ...], data: bytes = b"") -> str:
-    """Keys one seed's resumable work folder: the params it depends on and the input data (embeddings)
-    it read, leaving out what cannot change that seed's result (the list of seeds, progress bars,
-    thread counts), so seeds run as separate processes resume into the same folders."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in RUNTIME_KEYS}
-        return value
-
-    values = {k: strip(v) for k, v in params.subset(list(keys)).items() if k.rsplit(".", 1)[-1] not in RUNTIME_KEYS}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode() + data).hexdigest()[:12]
-
-
 # ---------------------------------------------------------------------- stage learn_tower
-def run_tower(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """Train tower ``item`` for every seed; retrieval on valid (selection) and test (report)."""
+def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """Train tower ``variant`` for every seed; retrieval on valid (selection) and test (report)."""
     import torch
 
     from models.learn.train_tower import Queries, fit_tower, query_ranks, save_tower, seen_matrix
     from models.metrics import longtail_mask
 
     dataset = params.get_path("data.name")
-    variant = _tower_name(params, item)
+    kind = tower_kind(params, variant)
     splits = load_splits(root, dataset)
     catalogue = Catalogue.of(splits)
     seqs = training_sequences(params, splits, catalogue)
     seen = seen_matrix(seqs, catalogue.user_rows, len(catalogue.items))
-    content = item_content(params, root, catalogue) if variant else None
+    content = item_content(params, root, catalogue) if kind else None
     base = tower_config(params, 0)
     held = {s: interactions(params, splits[s]) for s in ("valid", "test")}
     queries = {s: Queries.build(seqs, f["user_id"].astype(str), catalogue.item_indices(f), f["timestamp"],
@@ -202,26 +184,26 @@ def run_tower(params: Params, root: Path, item: str) -> dict[str, Any]:
     train_counts = splits["train"]["item_id"].astype(str).value_counts()
     segments = {"lt_item": longtail_mask(train_counts, test_items, float(params.get_path("evaluate.longtail_share"))),
                 "cold_item": ~pd.Index(test_items).isin(train_counts.index)}
-    digest = _digest(params, TOWER_KEYS, b"" if content is None else content.numpy().tobytes())
+    key = resume_key(params, root, TOWER_STAGE, variant)
     per_seed = {}
-    with atomic_dir(artifact_dir(root, TOWER_STAGE, dataset) / item) as tmp:
+    with atomic_dir(artifact_dir(root, TOWER_STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             torch.manual_seed(seed)
-            model = build_tower(params, item, catalogue, content, max(base.history_len, base.target_len))
+            model = build_tower(params, variant, catalogue, content, max(base.history_len, base.target_len))
             started = time.perf_counter()
             result = fit_tower(model, seqs, queries["valid"], seen, tower_config(params, seed),
-                               work_dir(root, TOWER_STAGE, dataset, item, seed, digest))
+                               work_dir(root, TOWER_STAGE, dataset, variant, seed, key))
             per_seed[seed] = _retrieval_figures(result, query_ranks(model, queries["test"], seen), segments,
                                                 time.perf_counter() - started)
             save_tower(model, tmp / f"seed{seed}")
         mean = {key: round(float(np.mean([s["test"][key] for s in per_seed.values()])), 6)
                 for key in per_seed[next(iter(per_seed))]["test"]}
-        summary = {"tower": item, "variant": variant, "sequence": params.get_path("learn.sequence"),
-                   "params_digest": digest, "queries": {s: len(q.targets) for s, q in queries.items()},
+        summary = {"tower": variant, "kind": kind, "sequence": params.get_path("learn.sequence"),
+                   "params_digest": params.digest(get_stage(TOWER_STAGE).params), "queries": {s: len(q.targets) for s, q in queries.items()},
                    "dropped": {s: q.dropped for s, q in queries.items()}, "test_mean": mean, "seeds": per_seed}
         write_json(summary, tmp / "retrieval.json")
-    write_json({"tower": item, **mean}, artifact_dir(root, TOWER_STAGE, dataset) / f"retrieval-{item}.json")
-    return {"tower": item, **{f"test_{k}": v for k, v in mean.items()}}
+    write_json({"tower": variant, **mean}, artifact_dir(root, TOWER_STAGE, dataset) / f"retrieval-{variant}.json")
+    return {"tower": variant, **{f"test_{k}": v for k, v in mean.items()}}
 
 
 def _retrieval_figures(result: dict, ranks: np.ndarray, segments: dict[str, np.ndarray], seconds: float) -> dict:
@@ -237,24 +219,24 @@ def _retrieval_figures(result: dict, ranks: np.ndarray, segments: dict[str, np.n
 
 
 # ---------------------------------------------------------------------- stage learn_embed
-def run_embed(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """Export tower ``item``'s item embeddings and every split row's user embedding, per seed."""
+def run_embed(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """Export tower ``variant``'s item embeddings and every split row's user embedding, per seed."""
 
     from models.learn.sequences import histories_before
     from models.learn.train_tower import embed_items, embed_users, load_tower
 
     dataset = params.get_path("data.name")
-    _tower_name(params, item)
+    tower_kind(params, variant)
     splits = load_splits(root, dataset)
     catalogue = Catalogue.of(splits)
     seqs = training_sequences(params, splits, catalogue)
     history_len = tower_config(params, 0).history_len
     histories = {s: histories_before(seqs, f["user_id"].astype(str), f["timestamp"], history_len)
                  for s, f in splits.items()}
-    towers = artifact_dir(root, TOWER_STAGE, dataset) / item
-    figures: dict[str, Any] = {"tower": item, "empty_history_rows": {s: int((h == 0).all(1).sum())
+    towers = artifact_dir(root, TOWER_STAGE, dataset) / variant
+    figures: dict[str, Any] = {"tower": variant, "empty_history_rows": {s: int((h == 0).all(1).sum())
                                                                       for s, h in histories.items()}}
-    with atomic_dir(artifact_dir(root, EMBED_STAGE, dataset) / item) as tmp:
+    with atomic_dir(artifact_dir(root, EMBED_STAGE, dataset) / variant) as tmp:
         write_table(pd.DataFrame({"item_id": catalogue.items, "row": np.arange(1, len(catalogue.items) + 1)}),
                     tmp / "items.parquet")
         for seed in seeds(params):
@@ -275,7 +257,7 @@ def learn_features(root: Path, dataset: str, tower: str, seed: int, splits: dict
     folder = artifact_dir(root, EMBED_STAGE, dataset) / tower
     path = folder / f"seed{seed}" / EMBEDDINGS
     if not path.is_file():
-        raise DataError(f"{path}: not found; run `llm4ctr stage learn_embed --item {tower}` (seed {seed})")
+        raise DataError(f"{path}: not found; run `llm4ctr stage learn_embed --variant {tower}` (seed {seed})")
     tensors = load_file(str(path))
     items = read_table(folder / "items.parquet")
     index = pd.Series(items["row"].to_numpy(), index=items["item_id"].astype(str))
@@ -289,7 +271,7 @@ def learn_features(root: Path, dataset: str, tower: str, seed: int, splits: dict
 
 
 # ---------------------------------------------------------------------- stage learn
-def parse_variant(params: Params, variant: str) -> tuple[str, str]:
+def parse_ranker_variant(params: Params, variant: str) -> tuple[str, str]:
     """``<zoo model>_<tower>`` -> (zoo model, tower); e.g. dcnv2_learn_v3 -> (dcnv2, learn_v3)."""
     from models.ctr import MODELS
 
@@ -300,24 +282,24 @@ def parse_variant(params: Params, variant: str) -> tuple[str, str]:
     return backbone, tower
 
 
-def run_ranker(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """Train the zoo model with LEARN features (variant ``item``) per seed; predict valid and test."""
+def run_ranker(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """Train the zoo model with LEARN features (``variant``) per seed; predict valid and test."""
     import torch
 
     from models.learn import LearnRanker
 
     dataset = params.get_path("data.name")
-    backbone, tower = parse_variant(params, item)
+    backbone, tower = parse_ranker_variant(params, variant)
     encoder, arrays = load_encoded(root, dataset)
     splits = load_splits(root, dataset)
     ranker = dict(params.get_path("learn.ranker"))
     ranker.pop("variants", None)
     hparams = model_hparams(params, backbone)
+    key = resume_key(params, root, STAGE, variant)
     records, per_seed = [], {}
-    with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
+    with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             dense = learn_features(root, dataset, tower, seed, splits)
-            digest = _digest(params, RANKER_KEYS, dense["train"].tobytes())
             data = {s: {**arrays[s], "dense": dense[s]} for s in SPLITS}
             torch.manual_seed(seed)
             try:
@@ -326,9 +308,9 @@ def run_ranker(params: Params, root: Path, item: str) -> dict[str, Any]:
                 raise ParamsError(f"{params.source}: learn.ranker: {exc}") from None
             _, per_seed[seed], predictions = fit_seed(
                 model, train_config(params, seed), data["train"], data["valid"], scored(data),
-                work_dir(root, STAGE, dataset, item, seed, digest), tmp / f"seed{seed}")
+                work_dir(root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}")
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": item, "stage": STAGE, "backbone": backbone, "tower": tower, "hparams": hparams,
-                   "ranker": ranker, "params_digest": params.digest(list(RANKER_KEYS)), "seeds": per_seed}
+        summary = {"variant": variant, "stage": STAGE, "backbone": backbone, "tower": tower, "hparams": hparams,
+                   "ranker": ranker, "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed}
         write_variant(tmp, records, summary)
-    return {"variant": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
+    return {"variant": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

@@ -1,8 +1,8 @@
 """Stages `msr` and `llm4msr`: train one multi-scenario variant (backbone x enhancement) per seed.
 
-* `msr` (one instance per item of ``llm4msr.baselines``): the plain backbones and their DN / EP
+* `msr` (one variant per entry of ``llm4msr.baselines``): the plain backbones and their DN / EP
   enhancements (``star``, ``star_dn``, ``star_ep``, ...); they read only the encoded features.
-* `llm4msr` (one instance per item of ``llm4msr.enhanced``): the LLM4MSR variants (``star_ours``, ...);
+* `llm4msr` (one variant per entry of ``llm4msr.enhanced``): the LLM4MSR variants (``star_ours``, ...);
   they also read the cached LLM states of the user- and scenario-level prompts
   (artifacts/hidden_states_user, artifacts/hidden_states_scenario) and the user prompts' counts of
   liked items (artifacts/prompts). The LLM itself is never loaded.
@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from assets.features import load_encoded
-from assets.runs import fit_seed, scored, seed_digest, seeds, train_config, work_dir, write_variant
+from assets.registry import get_stage
+from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
 from assets.tables import read_table
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import DataError, ParamsError
@@ -41,24 +42,22 @@ if TYPE_CHECKING:
     import torch
 
 BASELINE_STAGE, STAGE = "msr", "llm4msr"
-PARAM_KEYS = ("data.name", "features", "llm4msr")
 STATE_STAGES = {"user": "hidden_states_user", "scenario": "hidden_states_scenario"}
 PROMPTS_STAGE = "prompts"
 USER_STATES = ("llm", "shuffled", "random")
 CONTROL_SEED = 0  # the permutation / draw of the shuffled and random controls
 
 
-def model_hparams(params: Params, variant: str) -> dict[str, Any]:
-    """build_msr keyword arguments of ``variant`` from params ``llm4msr`` (missing sections: defaults)."""
+def msr_hparams(params: Params, variant: str) -> dict[str, Any]:
+    """build_msr keyword arguments of ``variant`` from params ``llm4msr`` (a missing key is an error)."""
     from models.msr import parse_variant
 
     backbone, enhancement = parse_variant(variant)
-    section = params.get_path("llm4msr")
     return {
-        "embedding_dim": int(section.get("embedding_dim", 16)),
-        "scenario_field": str(section.get("scenario_field", "scenario")),
-        "backbone_params": dict((section.get("backbones") or {}).get(backbone) or {}),
-        "enhancement_params": dict((section.get("enhancements") or {}).get(enhancement) or {}),
+        "embedding_dim": int(params.get_path("llm4msr.embedding_dim")),
+        "scenario_field": str(params.get_path("llm4msr.scenario_field")),
+        "backbone_params": dict(params.get_path(f"llm4msr.backbones.{backbone}")),
+        "enhancement_params": dict(params.get_path(f"llm4msr.enhancements.{enhancement}") if enhancement != "plain" else {}),
     }
 
 
@@ -100,10 +99,9 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     from models.features import FIRST_ID
 
     dataset = params.get_path("data.name")
-    section = params.get_path("llm4msr")
-    user_field, scenario_field = str(section.get("user_field", "user_id")), str(section.get("scenario_field", "scenario"))
-    min_liked = int(section.get("cold_start_min_liked", 1))
-    kind = str(section.get("user_states", "llm"))
+    user_field, scenario_field = str(params.get_path("llm4msr.user_field")), str(params.get_path("llm4msr.scenario_field"))
+    min_liked = int(params.get_path("llm4msr.cold_start_min_liked"))
+    kind = str(params.get_path("llm4msr.user_states"))
     user_ids, user_states = read_states(root, dataset, "user")
     scenario_ids, scenario_states = read_states(root, dataset, "scenario")
     if user_states.shape[1] != scenario_states.shape[1]:
@@ -147,35 +145,36 @@ def control(states: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[str, Any]:
-    """Train ``variant`` once per seed of ``llm4msr.seeds``; write predictions, summary and checkpoints."""
+    """Train ``variant`` once per seed of ``train.seeds``; write predictions, summary and checkpoints."""
     import torch
 
     from models.msr import build_msr, parse_variant
 
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
-    hparams = model_hparams(params, variant)
+    hparams = msr_hparams(params, variant)
     check_scenarios(encoder, arrays, hparams["scenario_field"])
     ours = parse_variant(variant)[1] == "ours"
     states = llm_states(params, root, encoder) if ours else None
     if ours:
         hparams["enhancement_params"]["llm_dim"] = states["dim"]
-        hparams["enhancement_params"].setdefault("user_field", str(params.get_path("llm4msr").get("user_field", "user_id")))
-    digest = seed_digest(params, PARAM_KEYS)
+        hparams["enhancement_params"].setdefault("user_field", str(params.get_path("llm4msr.user_field")))
+    key = resume_key(params, root, stage, variant)
     records, per_seed = [], {}
     with atomic_dir(artifact_dir(root, stage, dataset) / variant) as tmp:
-        for seed in seeds(params, "llm4msr.seeds"):
+        for seed in seeds(params):
             torch.manual_seed(seed)
             model = build_msr(variant, encoder.vocab_sizes, **hparams)
             if ours:
                 model.enhancement.set_llm_states(states["users"], states["known"], states["scenarios"])
             trainer, per_seed[seed], predictions = fit_seed(
-                model, train_config(params, seed, section="llm4msr.train"), arrays["train"], arrays["valid"],
-                scored(arrays), work_dir(root, stage, dataset, variant, seed, digest), tmp / f"seed{seed}")
+                model, train_config(params, seed, **dict(params.get_path("llm4msr.train"))), arrays["train"],
+                arrays["valid"], scored(arrays), work_dir(root, stage, dataset, variant, seed, key), tmp / f"seed{seed}")
             if ours:
                 per_seed[seed]["alpha"] = round(float(trainer.model.enhancement.alpha.detach()), 4)
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": variant, "stage": stage, "hparams": hparams, "params_digest": digest, "seeds": per_seed,
+        summary = {"variant": variant, "stage": stage, "hparams": hparams,
+                   "params_digest": params.digest(get_stage(stage).params), "seeds": per_seed,
                    "scenarios": list(encoder.vocabs[hparams["scenario_field"]])}
         if ours:
             summary.update({k: states[k] for k in ("warm_users", "cold_users", "user_states")})
@@ -191,16 +190,16 @@ def _require(variant: str, ours: bool, key: str) -> None:
         raise ParamsError(f"{key} lists '{variant}', but that list takes {kind} variants only")
 
 
-def run_baseline(params: Params, root: Path, item: str) -> dict[str, Any]:
+def run_baseline(params: Params, root: Path, variant: str) -> dict[str, Any]:
     """Stage `msr`: a plain, _dn or _ep variant (no LLM states needed)."""
-    _require(item, ours=False, key="llm4msr.baselines")
-    return train_variant(params, root, item, BASELINE_STAGE)
+    _require(variant, ours=False, key="llm4msr.baselines")
+    return train_variant(params, root, variant, BASELINE_STAGE)
 
 
-def run(params: Params, root: Path, item: str) -> dict[str, Any]:
+def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
     """Stage `llm4msr`: an _ours variant, its meta-networks fed by the cached LLM states."""
-    _require(item, ours=True, key="llm4msr.enhanced")
-    return train_variant(params, root, item, STAGE)
+    _require(variant, ours=True, key="llm4msr.enhanced")
+    return train_variant(params, root, variant, STAGE)
 
 
 def scenario_table(models: dict[str, dict[str, Any]], scenarios: list[str] | None = None) -> str:

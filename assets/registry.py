@@ -1,29 +1,44 @@
 """The stage registry: the single source of truth for the pipeline's DAG.
 
 Each :class:`Stage` names its function, the files it reads and writes (``{dataset}`` stands for the
-dataset name), and the params keys it depends on. ``dvc.yaml`` is generated from this list
-(``llm4ctr dvc-yaml``) and the Dagster asset graph is built from it, so the two runners cannot drift;
-a test regenerates dvc.yaml and fails when the committed file differs.
+dataset name, ``${dotted.key}`` for a params value, as in dvc.yaml), and the params keys it depends
+on. Everything else is derived, so nothing can be forgotten:
 
-Upstream stages are derived, not declared: stage B depends on stage A when one of B's ``deps`` lies
-inside one of A's ``outs`` (or contains it: a dep on a folder holding several stages' outputs).
+- ``code``: the project source files the stage runs, from the import closure of its module
+  (assets/imports.py); DVC re-runs the stage when one changes;
+- upstream stages: stage B depends on stage A when one of B's ``deps`` lies inside one of A's
+  ``outs`` (or contains it: a dep on a folder holding several stages' outputs);
+- evaluate's inputs: the outputs of every stage marked ``scored``;
+- the resume key of a stage's work dirs (assets/runs.py): its declared params minus
+  :data:`RUNTIME_KEYS`, plus the content of its declared inputs.
 
-A stage with ``foreach`` fans out over the list found at that params key (one instance per zoo
-model, say): ``{item}`` in its paths stands for the item, its function is called with ``item=...``,
-DVC names the instances ``stage@item`` and Dagster's assets are keyed ``stage/item``.
+``dvc.yaml`` is generated from this list (``llm4ctr dvc-yaml``) and the Dagster asset graph is built
+from it, so the two runners cannot drift; a test regenerates dvc.yaml and fails when the committed
+file differs. ``STAGES`` is in topological order (a test checks it).
+
+A stage with ``fan_out`` runs once per variant listed at that params key (one instance per zoo model,
+say): ``{variant}`` in its paths stands for the variant, its function is called with ``variant=...``,
+DVC names the instances ``stage@variant`` and Dagster's assets are keyed ``stage/variant``.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from llm4ctr.errors import ParamsError
 
 DATASET = "{dataset}"
-ITEM = "{item}"
+VARIANT = "{variant}"
+PARAM_REF = re.compile(r"\$\{([a-z_.]+)\}")  # ${serve.stage}: a params value inside a path
+# Settings that choose which runs happen or how they look, never what one run learns: left out of a
+# stage's resume key, so adding a seed, turning bars off or changing threads resumes finished work.
+RUNTIME_KEYS = frozenset({"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every",
+                          "log_every", "stop_at"})
 
 
 @dataclass(frozen=True)
@@ -36,27 +51,39 @@ class Stage:
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...]
-    code: tuple[str, ...] = ()  # source files/folders whose change must re-run the stage
     check: str | None = None  # data-quality check re-run on the outputs (a blocking Dagster asset check)
     metrics: tuple[str, ...] = field(default=())  # metric files (JSON), outside ``outs``, for `dvc metrics show`
-    foreach: str | None = None  # params key holding the list of items this stage fans out over
+    fan_out: str | None = None  # params key holding the list of variants this stage runs once each
+    scored: bool = False  # writes <variant>/predictions.parquet: evaluate scores every variant
+    resumable: bool = False  # keeps resumable work dirs under artifacts/.work/<stage>/ (assets/runs.py)
 
     def resolve(self, attr: str = "func") -> Callable[..., Any]:
         """Import and return the callable named by ``func`` or ``check``."""
         module, _, name = getattr(self, attr).partition(":")
         return getattr(importlib.import_module(module), name)
 
-    def paths(self, kind: str, dataset: str, item: str | None = None) -> list[str]:
-        """``deps`` or ``outs`` with the dataset (and item) filled in."""
-        return [p.replace(DATASET, dataset).replace(ITEM, item or ITEM) for p in getattr(self, kind)]
+    @cached_property
+    def code(self) -> tuple[str, ...]:
+        """The project files the stage runs: the import closure of its function's (and check's) module."""
+        from assets.imports import closure
 
-    def items(self, params) -> list[str | None]:
-        """The instances of this stage under ``params``: its foreach list, or ``[None]``."""
-        if not self.foreach:
+        modules = [ref.partition(":")[0] for ref in (self.func, self.check) if ref]
+        return tuple(closure(modules))
+
+    def paths(self, kind: str, dataset: str, variant: str | None = None, params=None) -> list[str]:
+        """``deps`` or ``outs`` with the dataset, the variant and (given ``params``) params values filled in."""
+        filled = [p.replace(DATASET, dataset).replace(VARIANT, variant or VARIANT) for p in getattr(self, kind)]
+        if params is None:
+            return filled
+        return [PARAM_REF.sub(lambda m: str(params.get_path(m.group(1))), p) for p in filled]
+
+    def variants(self, params) -> list[str | None]:
+        """The instances of this stage under ``params``: its fan-out list, or ``[None]``."""
+        if not self.fan_out:
             return [None]
-        values = params.get_path(self.foreach)
+        values = params.get_path(self.fan_out)
         if not isinstance(values, list) or not values:
-            raise ParamsError(f"{params.source}: '{self.foreach}' must be a non-empty list (stage {self.name})")
+            raise ParamsError(f"{params.source}: '{self.fan_out}' must be a non-empty list (stage {self.name})")
         return [str(v) for v in values]
 
 
@@ -66,7 +93,7 @@ def _overlap(dep: str, out: str) -> bool:
     return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
 
 
-STAGES: tuple[Stage, ...] = (
+_PRODUCERS: tuple[Stage, ...] = (
     Stage(
         name="ingest",
         description="Parse the raw files of one dataset into the normalized interactions table, GX-validated.",
@@ -74,7 +101,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("data/{dataset}",),
         outs=("artifacts/ingest/{dataset}",),
         params=("data.name", "data.label_rules", "data.amazon", "data.missing_references", "data.timestamp_range"),
-        code=("assets/ingest.py", "assets/datasets", "assets/validation.py", "assets/schema.py"),
         check="assets.ingest:check",
     ),
     Stage(
@@ -84,7 +110,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/ingest/{dataset}",),
         outs=("artifacts/split/{dataset}",),
         params=("data.name", "split"),
-        code=("assets/split.py", "assets/validation.py"),
         check="assets.split:check",
     ),
     Stage(
@@ -94,17 +119,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/split/{dataset}",),
         outs=("artifacts/features/{dataset}",),
         params=("data.name", "features"),
-        code=("assets/features.py", "models/features.py"),
-    ),
-    Stage(
-        name="train",
-        description="Train one zoo CTR model per seed (early stopping on valid AUC); predict valid/test.",
-        func="assets.train:run",
-        deps=("artifacts/features/{dataset}",),
-        outs=("artifacts/train/{dataset}/{item}",),
-        params=("data.name", "ctr", "train"),
-        code=("assets/train.py", "assets/runs.py", "models/ctr", "models/layers", "models/trainer.py"),
-        foreach="ctr.models",
     ),
     Stage(
         name="text",
@@ -113,7 +127,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/split/{dataset}", "configs/prompts.yaml"),
         outs=("artifacts/text/{dataset}",),
         params=("data.name", "prompts.config"),
-        code=("assets/text.py",),
     ),
     Stage(
         name="prompts",
@@ -122,7 +135,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/split/{dataset}", "configs/prompts.yaml"),
         outs=("artifacts/prompts/{dataset}",),
         params=("data.name", "prompts"),
-        code=("assets/prompts.py",),
     ),
     *(
         Stage(
@@ -132,104 +144,52 @@ STAGES: tuple[Stage, ...] = (
             deps=("artifacts/prompts/{dataset}",),
             outs=(f"artifacts/hidden_states_{kind}/{{dataset}}",),
             params=("data.name", "llm", "plm", "hidden_states"),
-            code=("assets/hidden_states.py", "models/hidden_states.py", "assets/pretrained.py"),
         )
         for kind in ("scenario", "user", "item")
     ),
     Stage(
-        name="evaluate",
-        description="Score every method's test predictions: AUC, LogLoss, RelaImpr, per scenario, long-tail segments.",
-        func="assets.evaluate:run",
-        deps=("artifacts/split/{dataset}", "artifacts/train/{dataset}", "artifacts/clickprompt/{dataset}",
-              "artifacts/msr/{dataset}", "artifacts/llm4msr/{dataset}", "artifacts/learn/{dataset}"),
-        outs=("artifacts/evaluate/{dataset}",),
-        params=("data.name", "evaluate"),
-        code=("assets/evaluate.py", "models/metrics.py"),
-        metrics=("artifacts/evaluate/metrics.json",),
-    ),
-    Stage(
-        name="bento",
-        description="Register the served CTR-only checkpoint + its encoder in the BentoML store (metrics, lineage).",
-        func="assets.bento:run",
-        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "artifacts/train/{dataset}"),
-        outs=("artifacts/bento/{dataset}",),
-        params=("data.name", "serve"),
-        code=("assets/bento.py",),
-    ),
-    Stage(
-        name="drift",
-        description="Evidently drift of served (else test) traffic vs train, overall and per long-tail segment.",
-        func="assets.drift:run",
-        deps=("artifacts/split/{dataset}", "artifacts/bento/{dataset}"),
-        outs=("artifacts/drift/{dataset}",),
-        params=("data.name", "serve.log_dir", "drift"),
-        code=("assets/drift.py", "models/predictor.py", "assets/prediction_log.py", "models/metrics.py"),
+        name="train",
+        description="Train one zoo CTR model per seed (early stopping on valid AUC); predict valid/test.",
+        func="assets.train:run",
+        deps=("artifacts/features/{dataset}",),
+        outs=("artifacts/train/{dataset}/{variant}",),
+        params=("data.name", "ctr", "train"),
+        fan_out="ctr.models",
+        scored=True,
+        resumable=True,
     ),
     Stage(
         name="clickprompt_pretrain",
         description="ClickPrompt PA-MLM: CTR model, prompt generator and PLM trained jointly on the training texts.",
         func="assets.clickprompt:pretrain",
-        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "configs/prompts.yaml"),
-        outs=("artifacts/clickprompt_pretrain/{dataset}/{item}",),
+        deps=("artifacts/features/{dataset}", "artifacts/text/{dataset}"),
+        outs=("artifacts/clickprompt_pretrain/{dataset}/{variant}",),
         params=("data.name", "ctr", "plm.name", "clickprompt.ctr_model", "clickprompt.num_prompts",
                 "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain"),
-        code=("assets/clickprompt.py", "assets/text.py", "assets/prompts.py", "assets/pretrained.py",
-              "models/clickprompt", "models/ctr", "models/layers"),
-        foreach="clickprompt.pretrain.variants",
+        fan_out="clickprompt.pretrain.variants",
+        resumable=True,
     ),
     Stage(
         name="clickprompt",
         description="ClickPrompt finetuning (w/o PLM, with PLM, ablations) from the PA-MLM checkpoints; predict valid/test.",
         func="assets.clickprompt:finetune",
-        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "configs/prompts.yaml",
-              "artifacts/clickprompt_pretrain/{dataset}"),
-        outs=("artifacts/clickprompt/{dataset}/{item}",),
-        params=("data.name", "ctr", "train", "clickprompt"),
-        code=("assets/clickprompt.py", "assets/runs.py", "assets/text.py", "assets/prompts.py", "models/clickprompt",
-              "models/ctr", "models/layers", "models/trainer.py"),
-        foreach="clickprompt.finetune.variants",
-    ),
-    Stage(
-        name="learn_tower",
-        description="LEARN twin tower (or the ID baseline) per seed: InfoNCE on training sequences; Recall/NDCG@10.",
-        func="assets.learn:run_tower",
-        deps=("artifacts/split/{dataset}", "artifacts/hidden_states_item/{dataset}"),
-        outs=("artifacts/learn_tower/{dataset}/{item}",),
-        params=("data.name", "train.seeds", "evaluate.longtail_share", "learn.sequence", "learn.center_content",
-                "learn.tower", "learn.tower_train"),
-        code=("assets/learn.py", "models/learn"),
-        metrics=("artifacts/learn_tower/{dataset}/retrieval-{item}.json",),
-        foreach="learn.towers",
-    ),
-    Stage(
-        name="learn_embed",
-        description="Export a LEARN tower's item embeddings and every split row's causal user embedding, per seed.",
-        func="assets.learn:run_embed",
-        deps=("artifacts/split/{dataset}", "artifacts/learn_tower/{dataset}/{item}"),
-        outs=("artifacts/learn_embed/{dataset}/{item}",),
-        params=("data.name", "train.seeds", "learn.sequence", "learn.tower_train.history_len"),
-        code=("assets/learn.py", "models/learn"),
-        foreach="learn.towers",
-    ),
-    Stage(
-        name="learn",
-        description="A zoo CTR model + LEARN features (aux CTR task's middle vector, user/item embeddings); predict.",
-        func="assets.learn:run_ranker",
-        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "artifacts/learn_embed/{dataset}"),
-        outs=("artifacts/learn/{dataset}/{item}",),
-        params=("data.name", "ctr", "train", "learn.ranker"),
-        code=("assets/learn.py", "assets/runs.py", "models/learn", "models/ctr", "models/layers", "models/trainer.py"),
-        foreach="learn.ranker.variants",
+        deps=("artifacts/features/{dataset}", "artifacts/text/{dataset}", "artifacts/clickprompt_pretrain/{dataset}"),
+        outs=("artifacts/clickprompt/{dataset}/{variant}",),
+        params=("data.name", "ctr", "train", "plm.name", "clickprompt"),
+        fan_out="clickprompt.finetune.variants",
+        scored=True,
+        resumable=True,
     ),
     Stage(
         name="msr",
         description="A multi-scenario backbone, plain or with the DN / EP enhancement, per seed; predict valid/test.",
         func="assets.llm4msr:run_baseline",
         deps=("artifacts/features/{dataset}",),
-        outs=("artifacts/msr/{dataset}/{item}",),
-        params=("data.name", "llm4msr"),
-        code=("assets/llm4msr.py", "assets/runs.py", "models/msr", "models/layers", "models/trainer.py"),
-        foreach="llm4msr.baselines",
+        outs=("artifacts/msr/{dataset}/{variant}",),
+        params=("data.name", "train", "llm4msr"),
+        fan_out="llm4msr.baselines",
+        scored=True,
+        resumable=True,
     ),
     Stage(
         name="llm4msr",
@@ -237,10 +197,75 @@ STAGES: tuple[Stage, ...] = (
         func="assets.llm4msr:run",
         deps=("artifacts/features/{dataset}", "artifacts/prompts/{dataset}", "artifacts/hidden_states_user/{dataset}",
               "artifacts/hidden_states_scenario/{dataset}"),
-        outs=("artifacts/llm4msr/{dataset}/{item}",),
-        params=("data.name", "llm4msr"),
-        code=("assets/llm4msr.py", "assets/runs.py", "models/msr", "models/layers", "models/trainer.py"),
-        foreach="llm4msr.enhanced",
+        outs=("artifacts/llm4msr/{dataset}/{variant}",),
+        params=("data.name", "train", "llm4msr"),
+        fan_out="llm4msr.enhanced",
+        scored=True,
+        resumable=True,
+    ),
+    Stage(
+        name="learn_tower",
+        description="LEARN twin tower (or the ID baseline) per seed: InfoNCE on training sequences; Recall/NDCG@10.",
+        func="assets.learn:run_tower",
+        deps=("artifacts/split/{dataset}", "artifacts/hidden_states_item/{dataset}"),
+        outs=("artifacts/learn_tower/{dataset}/{variant}",),
+        params=("data.name", "train.seeds", "evaluate.longtail_share", "learn.sequence", "learn.center_content",
+                "learn.tower", "learn.tower_train"),
+        metrics=("artifacts/learn_tower/{dataset}/retrieval-{variant}.json",),
+        fan_out="learn.towers",
+        resumable=True,
+    ),
+    Stage(
+        name="learn_embed",
+        description="Export a LEARN tower's item embeddings and every split row's causal user embedding, per seed.",
+        func="assets.learn:run_embed",
+        deps=("artifacts/split/{dataset}", "artifacts/learn_tower/{dataset}/{variant}"),
+        outs=("artifacts/learn_embed/{dataset}/{variant}",),
+        params=("data.name", "train.seeds", "learn.sequence", "learn.tower_train.history_len"),
+        fan_out="learn.towers",
+    ),
+    Stage(
+        name="learn",
+        description="A zoo CTR model + LEARN features (aux CTR task's middle vector, user/item embeddings); predict.",
+        func="assets.learn:run_ranker",
+        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}", "artifacts/learn_embed/{dataset}"),
+        outs=("artifacts/learn/{dataset}/{variant}",),
+        params=("data.name", "ctr", "train", "learn.ranker"),
+        fan_out="learn.ranker.variants",
+        scored=True,
+        resumable=True,
+    ),
+)
+
+SCORED: tuple[str, ...] = tuple(s.name for s in _PRODUCERS if s.scored)
+
+STAGES: tuple[Stage, ...] = (
+    *_PRODUCERS,
+    Stage(
+        name="evaluate",
+        description="Score every method's test predictions: AUC, LogLoss, RelaImpr, per scenario, long-tail segments.",
+        func="assets.evaluate:run",
+        deps=("artifacts/split/{dataset}", *(f"artifacts/{name}/{{dataset}}" for name in SCORED)),
+        outs=("artifacts/evaluate/{dataset}",),
+        params=("data.name", "evaluate"),
+        metrics=("artifacts/evaluate/metrics.json",),
+    ),
+    Stage(
+        name="bento",
+        description="Register the served CTR-only checkpoint + its encoder in the BentoML store (metrics, lineage).",
+        func="assets.bento:run",
+        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}",
+              "artifacts/${serve.stage}/{dataset}/${serve.variant}"),
+        outs=("artifacts/bento/{dataset}",),
+        params=("data.name", "serve"),
+    ),
+    Stage(
+        name="drift",
+        description="Evidently drift of served (else test) traffic vs train, overall and per long-tail segment.",
+        func="assets.drift:run",
+        deps=("artifacts/split/{dataset}", "artifacts/bento/{dataset}"),
+        outs=("artifacts/drift/{dataset}",),
+        params=("data.name", "serve.log_dir", "evaluate.longtail_share", "drift"),
     ),
 )
 
@@ -253,25 +278,26 @@ def get_stage(name: str) -> Stage:
     raise KeyError(f"unknown stage '{name}'; known stages: {', '.join(s.name for s in STAGES)}")
 
 
-def upstream(stage: Stage) -> list[str]:
-    """Names of the stages whose outputs ``stage`` reads."""
+def upstream(stage: Stage, params) -> list[str]:
+    """Names of the stages whose outputs ``stage`` reads under ``params``."""
+    deps = stage.paths("deps", DATASET, VARIANT, params)
     return [
         other.name
         for other in STAGES
-        if other is not stage and any(_overlap(d, o) for d in stage.deps for o in other.outs)
+        if other is not stage and any(_overlap(d, o) for d in deps for o in other.paths("outs", DATASET, VARIANT, params))
     ]
 
 
 def instance_edges(params, dataset: str = "ds") -> dict[tuple[str, str | None], list[tuple[str, str | None]]]:
-    """(stage, item) -> the (stage, item) instances it reads from, with every path filled in."""
-    instances = [(s, item) for s in STAGES for item in s.items(params)]
+    """(stage, variant) -> the (stage, variant) instances it reads from, with every path filled in."""
+    instances = [(s, variant) for s in STAGES for variant in s.variants(params)]
     edges = {}
-    for stage, item in instances:
-        deps = stage.paths("deps", dataset, item)
-        edges[(stage.name, item)] = [
-            (other.name, other_item)
-            for other, other_item in instances
+    for stage, variant in instances:
+        deps = stage.paths("deps", dataset, variant, params)
+        edges[(stage.name, variant)] = [
+            (other.name, other_variant)
+            for other, other_variant in instances
             if other is not stage
-            and any(_overlap(d, o) for d in deps for o in other.paths("outs", dataset, other_item))
+            and any(_overlap(d, o) for d in deps for o in other.paths("outs", dataset, other_variant, params))
         ]
     return edges

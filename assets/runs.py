@@ -7,6 +7,8 @@ a new method joins the results tables by writing this layout.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +35,46 @@ def train_config(params: Params, seed: int, section: str = "train", **overrides)
     return TrainConfig.from_dict({**values, **overrides, "seed": seed})
 
 
-# Keys that choose which seeds run or how a run looks, not what one seed learns: left out of the
-# digest that keys a seed's resumable work dir, so adding a seed (or turning the progress bar off)
-# resumes the seeds already trained instead of training them again.
-PER_RUN_KEYS = ("train.seeds", "train.progress", "train.num_threads", "llm4msr.seeds",
-                "clickprompt.finetune.plm_seeds")
+def resume_key(params: Params, root: Path, stage_name: str, variant: str | None = None) -> str:
+    """The one key of a stage's resumable work dirs: its declared params minus the runtime keys
+    (assets.registry.RUNTIME_KEYS and every fan-out list: which runs happen, not what one run learns)
+    plus the content of its declared inputs, so a changed upstream output never resumes stale work."""
+    from assets.registry import RUNTIME_KEYS, STAGES, get_stage
+
+    stage = get_stage(stage_name)
+    fan_out = {s.fan_out for s in STAGES if s.fan_out}
+
+    def strip(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v, f"{key}.{k}") for k, v in value.items()
+                    if k not in RUNTIME_KEYS and f"{key}.{k}" not in fan_out}
+        return value
+
+    values = {k: strip(params.get_path(k), k) for k in stage.params
+              if k.rsplit(".", 1)[-1] not in RUNTIME_KEYS and k not in fan_out}
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
+    for dep in stage.paths("deps", params.get_path("data.name"), variant, params):
+        _hash_tree(digest, Path(root) / dep)
+    return digest.hexdigest()[:12]
 
 
-def seed_digest(params: Params, keys: list[str] | tuple[str, ...]) -> str:
-    """The digest of ``keys`` without :data:`PER_RUN_KEYS` (a section naming one of them is taken key by key)."""
-    flat = []
-    for key in keys:
-        dropped = [k for k in PER_RUN_KEYS if k.startswith(key + ".")]
-        if dropped:
-            flat += [f"{key}.{k}" for k in params.get_path(key) if f"{key}.{k}" not in dropped]
-        else:
-            flat.append(key)
-    return params.digest(flat)
+def _hash_tree(digest, path: Path) -> None:
+    """Feed the relative names and contents of the files under ``path`` (in a stable order) into ``digest``;
+    temporaries and lock files of writers are not content."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if any(part.startswith((".tmp-", ".lock-")) for part in file.relative_to(path.parent).parts):
+            continue
+        digest.update(file.relative_to(path.parent).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
 
 
-def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, digest: str) -> Path:
-    """A stable checkpoint folder for resuming a killed run; ``digest`` keys it to the params used."""
-    path = Path(root) / "artifacts" / ".work" / stage / dataset / variant / f"seed{seed}-{digest}"
+def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, key: str) -> Path:
+    """A stable checkpoint folder for resuming a killed run; ``key`` (:func:`resume_key`) ties it to
+    what the run depends on."""
+    path = Path(root) / "artifacts" / ".work" / stage / dataset / variant / f"seed{seed}-{key}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

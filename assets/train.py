@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from assets.features import load_encoded
-from assets.runs import fit_seed, scored, seed_digest, seeds, train_config, work_dir, write_variant
+from assets.registry import get_stage
+from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
 
 STAGE = "train"
-PARAM_KEYS = ("data.name", "features", "ctr", "train")
 
 
 def model_hparams(params: Params, model: str) -> dict[str, Any]:
@@ -25,25 +25,26 @@ def model_hparams(params: Params, model: str) -> dict[str, Any]:
     return dict((params.get_path("ctr.hparams", None) or {}).get(model) or {})
 
 
-def run(params: Params, root: Path, item: str) -> dict[str, Any]:
-    """Train zoo model ``item`` once per seed; write predictions, summary and checkpoints."""
+def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
+    """Train zoo model ``variant`` once per seed; write predictions, summary and checkpoints."""
     import torch
 
     from models.ctr import build_model
 
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
-    hparams = model_hparams(params, item)
-    digest = seed_digest(params, PARAM_KEYS)
+    hparams = model_hparams(params, variant)
+    key = resume_key(params, root, STAGE, variant)
     records, per_seed = [], {}
-    with atomic_dir(artifact_dir(root, STAGE, dataset) / item) as tmp:
+    with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             torch.manual_seed(seed)
-            model = build_model(item, encoder.vocab_sizes, **hparams)
+            model = build_model(variant, encoder.vocab_sizes, **hparams)
             _, per_seed[seed], predictions = fit_seed(
                 model, train_config(params, seed), arrays["train"], arrays["valid"], scored(arrays),
-                work_dir(root, STAGE, dataset, item, seed, digest), tmp / f"seed{seed}")
+                work_dir(root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}")
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": item, "stage": STAGE, "hparams": hparams, "params_digest": digest, "seeds": per_seed}
+        summary = {"variant": variant, "stage": STAGE, "hparams": hparams,
+                   "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed}
         write_variant(tmp, records, summary)
-    return {"model": item, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}
+    return {"model": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

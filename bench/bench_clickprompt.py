@@ -165,7 +165,7 @@ def probe(argv: list[str]) -> None:
     objective.load_state_dict(state["model"])
     objective.eval()
     rows = np.sort(np.random.default_rng(0).choice(len(arrays["valid"]["label"]), args.rows, replace=False))
-    data = text_arrays(arrays["valid"], texts(params, root, dataset)["valid"], rows, tokenizer,
+    data = text_arrays(arrays["valid"], texts(root, dataset)["valid"], rows, tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     fields = list(encoder.vocab_sizes)
     sums = {name: np.zeros(3) for name in (["own"] if args.variant == "plain" else ["own", "other"])}  # loss * masked, correct, masked
@@ -204,7 +204,7 @@ def branches(argv: list[str]) -> None:
     model, plm = load_with_plm(params, encoder.vocab_sizes, seed_dir)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     n = len(arrays["test"]["label"])
-    test = text_arrays(arrays["test"], texts(params, root, dataset)["test"], np.arange(n), tokenizer,
+    test = text_arrays(arrays["test"], texts(root, dataset)["test"], np.arange(n), tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     order = np.argsort(test["attention_mask"].sum(axis=1), kind="stable")  # batches of similar length
     parts = {"fused": np.empty(n), "ctr_logit": np.empty(n), "plm_logit": np.empty(n)}
@@ -260,7 +260,7 @@ def main() -> None:
                                               if Path(sources["clickprompt_with_plm"], "plm").is_dir()
                                               else resolve(params.get_path("plm.name")))
     max_length = int(params.get_path("clickprompt.max_length"))
-    split_texts = texts(params, ROOT, dataset)
+    split_texts = texts(ROOT, dataset)
     rng = np.random.default_rng(0)
     test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests + 5, args.batch), replace=False))
     test = text_arrays(arrays["test"], split_texts["test"], test_rows, tokenizer, max_length)

@@ -16,7 +16,7 @@ take turns inside every repeat so machine noise (a shared 2-core CPU) hits all a
     onto 100 test rows) — the serving shape, where _ours builds the user's meta layers once;
   - ``mixed``: 8192 test rows of many users — offline scoring, where _ours runs its meta layers per
     row through the meta-network's hidden code (no per-row weight matrices);
-* training throughput: samples/s over ``--train-steps`` AdamW steps at ``llm4msr.train.batch_size``.
+* training throughput: samples/s over ``--train-steps`` AdamW steps at ``train.batch_size``.
 
 ``table`` — quality: scores the test predictions of every variant under artifacts/msr and
 artifacts/llm4msr exactly as the evaluate stage does (assets.evaluate.score_seed / aggregate, mean
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from assets.evaluate import TestSet, aggregate  # noqa: E402
 from assets.features import load_encoded  # noqa: E402
-from assets.llm4msr import BASELINE_STAGE, STAGE, model_hparams, scenario_table  # noqa: E402
+from assets.llm4msr import BASELINE_STAGE, STAGE, msr_hparams, scenario_table  # noqa: E402
 from assets.prompts import scenario_stats  # noqa: E402
 from llm4ctr.atomic import replace_block  # noqa: E402
 from llm4ctr.env import apply_defaults  # noqa: E402
@@ -74,7 +74,7 @@ def model_for(params, encoder, variant: str) -> tuple[torch.nn.Module, str]:
     if checkpoints:
         return load_msr(checkpoints[0].parent), str(checkpoints[0].parent.relative_to(ROOT))
     torch.manual_seed(0)
-    hparams = model_hparams(params, variant)
+    hparams = msr_hparams(params, variant)
     model = build_msr(variant, encoder.vocab_sizes, **hparams)
     if variant.endswith("_ours"):
         ours = model.enhancement
@@ -150,7 +150,7 @@ def bench(args) -> str:
         "candidates": candidate_batch(arrays["train"], test, 100),
         "mixed": {k: torch.as_tensor(v[:8192]) for k, v in test.items() if k != "label"},
     }
-    batch_size = int(params.get_path("llm4msr.train.batch_size"))
+    batch_size = int(params.get_path("train.batch_size"))
     rows, sources = [], {}
     for backbone in BACKBONES:
         variants = [variant_name(backbone, e) for e in ENHANCEMENTS]

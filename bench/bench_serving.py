@@ -187,7 +187,7 @@ def clickprompt_figures(params, root: Path, repeats: int) -> dict:
     source = sources["clickprompt_with_plm"]
     tokenizer = AutoTokenizer.from_pretrained(source + "/plm" if Path(source, "plm").is_dir()
                                               else resolve(params.get_path("plm.name")))
-    data = text_arrays(arrays["test"], texts(params, root, dataset)["test"], np.arange(1000), tokenizer,
+    data = text_arrays(arrays["test"], texts(root, dataset)["test"], np.arange(1000), tokenizer,
                        int(params.get_path("clickprompt.max_length")))
     batch = {k: torch.as_tensor(v) for k, v in data.items() if k != "label"}
     rows = iter(range(10**9))
@@ -218,7 +218,7 @@ def drift_demo(host: str, port: int, params, root: Path, test: pd.DataFrame, fie
     from models.metrics import longtail_mask
 
     train = load_splits(root, params.get_path("data.name"))["train"]
-    share = float(params.get_path("drift.longtail_share"))
+    share = float(params.get_path("evaluate.longtail_share"))
     segment = (longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
                & ~longtail_mask(train["item_id"].value_counts(), test["item_id"], share))
     shifted = test.copy()

@@ -78,8 +78,8 @@ def stage(
     params_file: ParamsOpt = Path(PARAMS_FILE),
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
-    item: Annotated[
-        Optional[str], typer.Option("--item", help="for fan-out stages (e.g. train): one item; default: all")
+    variant: Annotated[
+        Optional[str], typer.Option("--variant", help="for fan-out stages (e.g. train): one variant; default: all")
     ] = None,
 ) -> None:
     """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
@@ -91,11 +91,11 @@ def stage(
     except KeyError as exc:
         raise Llm4ctrError(exc.args[0]) from None
     params = _params(params_file, set_, dataset)
-    if item and not spec.foreach:
-        raise Llm4ctrError(f"stage '{name}' does not fan out; drop --item")
-    for one in [item] if item else spec.items(params):
+    if variant and not spec.fan_out:
+        raise Llm4ctrError(f"stage '{name}' does not fan out; drop --variant")
+    for one in [variant] if variant else spec.variants(params):
         start = time.perf_counter()
-        metadata = spec.resolve()(params, Path.cwd(), **({"item": one} if one else {}))
+        metadata = spec.resolve()(params, Path.cwd(), **({"variant": one} if one else {}))
         seconds = time.perf_counter() - start
         label = stage_label(name, one)
         record(Path.cwd(), params.get_path("data.name"), label, seconds, params.digest(spec.params))
@@ -108,8 +108,9 @@ def stages() -> None:
     """List the pipeline stages with their inputs and outputs."""
     from assets.registry import STAGES, upstream
 
+    params = load_params(PARAMS_FILE)
     for s in STAGES:
-        after = ", ".join(upstream(s)) or "-"
+        after = ", ".join(upstream(s, params)) or "-"
         typer.echo(f"{s.name:<14} after: {after:<20} {s.description}")
 
 

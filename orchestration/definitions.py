@@ -2,9 +2,12 @@
 
 Assets are generated from assets/registry.py (the same list dvc.yaml is generated from), so the UI
 and `dvc repro` always show one DAG. The dataset is a static partition; each asset calls the pure
-stage function with params.yaml plus ``data.name = <partition>``, and shows the stage's figures as
-metadata. A failing check blocks everything downstream.
+stage function with params.yaml (plus the profile named by ``$LLM4CTR_PROFILE``, which `make ui
+PROFILE=full` sets, so a profile's variants appear as assets) and ``data.name = <partition>``, and
+shows the stage's figures as metadata. A failing check blocks everything downstream.
 """
+
+import os
 
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,17 @@ import dagster as dg
 
 import orchestration  # noqa: F401  (telemetry off, offline hub)
 from assets.registry import STAGES, Stage, instance_edges
-from llm4ctr.params import PARAMS_FILE, Params, load_params
+from llm4ctr.params import PARAMS_FILE, Params, load_params, read_profile
 from orchestration.monitoring import drift_check, drift_sensor
 
 DATASETS = ["ml-100k", "ml-1m", "bookcrossing", "amazon"]
 datasets = dg.StaticPartitionsDefinition(DATASETS)
+
+
+def profile_overrides(root: Path) -> dict[str, Any]:
+    """The dotted overrides of the profile named by ``$LLM4CTR_PROFILE`` (none when unset or ``default``)."""
+    name = os.environ.get("LLM4CTR_PROFILE", "default")
+    return {} if name == "default" else read_profile(Path(root) / "profiles", name)
 
 
 class Project(dg.ConfigurableResource):
@@ -26,12 +35,14 @@ class Project(dg.ConfigurableResource):
     root: str = "."
     params_file: str = PARAMS_FILE
 
-    def params(self, dataset: str) -> Params:
-        return load_params(Path(self.root) / self.params_file, {"data.name": dataset})
+    def params(self, dataset: str | None = None) -> Params:
+        """params.yaml with the active profile's overrides (and ``data.name = dataset`` when given)."""
+        overrides = profile_overrides(Path(self.root))
+        return load_params(Path(self.root) / self.params_file, {**overrides, **({"data.name": dataset} if dataset else {})})
 
     def default_dataset(self) -> str:
-        """params.yaml's data.name: the dataset a run without a partition key works on."""
-        return load_params(Path(self.root) / self.params_file).get_path("data.name")
+        """The configured data.name: the dataset a run without a partition key works on."""
+        return self.params().get_path("data.name")
 
 
 def to_metadata(values: dict[str, Any]) -> dict[str, Any]:
@@ -49,25 +60,25 @@ def to_metadata(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def asset_key(stage: str, item: str | None) -> dg.AssetKey:
-    """``ingest`` for plain stages, ``train/dcnv2`` for an instance of a fan-out stage."""
-    return dg.AssetKey([stage, item] if item else [stage])
+def asset_key(stage: str, variant: str | None) -> dg.AssetKey:
+    """``ingest`` for plain stages, ``train/dcnv2`` for a variant of a fan-out stage."""
+    return dg.AssetKey([stage, variant] if variant else [stage])
 
 
-def stage_asset(stage: Stage, item: str | None, upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
-    """A partitioned asset that runs ``stage`` (for ``item``) on the partition's dataset."""
+def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    """A partitioned asset that runs ``stage`` (for ``variant``) on the partition's dataset."""
 
     @dg.asset(
-        key=asset_key(stage.name, item),
+        key=asset_key(stage.name, variant),
         description=stage.description,
         deps=upstream,
         partitions_def=datasets,
-        group_name=stage.name if item else "pipeline",
+        group_name=stage.name if variant else "pipeline",
         kinds={"python"},
     )
     def _asset(context: dg.AssetExecutionContext, project: Project) -> dg.MaterializeResult:
         params = project.params(context.partition_key)
-        metadata = stage.resolve()(params, Path(project.root), **({"item": item} if item else {}))
+        metadata = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
         return dg.MaterializeResult(metadata=to_metadata(metadata))
 
     return _asset
@@ -92,13 +103,13 @@ def build_assets(params: Params) -> list[dg.AssetsDefinition]:
     """One asset per stage instance (fan-out stages expand over their params list), edges from paths."""
     by_name = {s.name: s for s in STAGES}
     return [
-        stage_asset(by_name[name], item, [asset_key(*up) for up in ups])
-        for (name, item), ups in instance_edges(params).items()
+        stage_asset(by_name[name], variant, [asset_key(*up) for up in ups])
+        for (name, variant), ups in instance_edges(params).items()
     ]
 
 
 defs = dg.Definitions(
-    assets=build_assets(load_params(PARAMS_FILE)),
+    assets=build_assets(Project().params()),
     asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
     sensors=[drift_sensor(DATASETS)],
     resources={"project": Project()},

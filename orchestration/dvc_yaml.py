@@ -1,6 +1,8 @@
 """Generate dvc.yaml from the stage registry, so `dvc repro` and Dagster run the same DAG.
 
-``{dataset}`` in registry paths becomes DVC's ``${data.name}`` template, read from params.yaml.
+``{dataset}`` in registry paths becomes DVC's ``${data.name}`` template, read from params.yaml, and
+``{variant}`` DVC's ``${item}``, the loop variable of a ``foreach`` stage (``${key}`` params references
+pass through: DVC fills them in itself).
 Outputs are ``persist: true``: DVC then does not delete them before a stage runs, and the stage's
 own atomic write keeps the previous good output when a run fails.
 """
@@ -11,14 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from assets.registry import DATASET, ITEM, STAGES, Stage
+from assets.registry import DATASET, STAGES, VARIANT, Stage
 
 HEADER = (
     "# GENERATED from assets/registry.py by `llm4ctr dvc-yaml`; do not edit by hand.\n"
     "# tests/test_pipeline_graph.py fails when this file and the registry disagree.\n"
 )
 DVC_DATASET = "${data.name}"
-DVC_ITEM = "${item}"
+DVC_VARIANT = "${item}"  # DVC's name for the current element of a foreach list
 # `dvc plots show`: one series per model file in each folder the evaluate stage writes
 PLOTS = [
     {f"artifacts/evaluate/{DVC_DATASET}/roc": {"x": "fpr", "y": "tpr", "template": "simple", "title": "ROC (test)"}},
@@ -28,22 +30,22 @@ PLOTS = [
 
 
 def _dvc_path(path: str) -> str:
-    return path.replace(DATASET, DVC_DATASET).replace(ITEM, DVC_ITEM)
+    return path.replace(DATASET, DVC_DATASET).replace(VARIANT, DVC_VARIANT)
 
 
 def stage_entry(stage: Stage) -> dict:
     """The dvc.yaml entry of one registry stage (a ``foreach`` block for fan-out stages)."""
     entry = {
         "desc": stage.description,
-        "cmd": f"llm4ctr stage {stage.name}" + (f" --item {DVC_ITEM}" if stage.foreach else ""),
+        "cmd": f"llm4ctr stage {stage.name}" + (f" --variant {DVC_VARIANT}" if stage.fan_out else ""),
         "deps": [_dvc_path(p) for p in (*stage.deps, *stage.code)],
         "params": list(stage.params),
         "outs": [{_dvc_path(p): {"persist": True}} for p in stage.outs],
     }
     if stage.metrics:
         entry["metrics"] = [{_dvc_path(p): {"cache": False}} for p in stage.metrics]
-    if stage.foreach:
-        return {"foreach": f"${{{stage.foreach}}}", "do": entry}
+    if stage.fan_out:
+        return {"foreach": f"${{{stage.fan_out}}}", "do": entry}
     return entry
 
 

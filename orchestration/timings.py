@@ -7,9 +7,8 @@ summary at the end of ``make run`` reads this record; ``llm4ctr publish timings`
 entries of a fresh-clone run into ``docs/timings_default.json`` and the README's timing table.
 
 The budget: a fresh clone must finish ``make run`` (venv and model downloads included) within
-``BUDGET_S`` on a 2-core machine. Machines of that size differ (a slower one took 1.7x the time of
-the measured one), and methods are still being added, so the published run must stay within
-``HEADROOM`` of the budget. :func:`budget_problems` is what the test suite checks: every stage
+``BUDGET_S`` on a 2-core machine. Machines of that size differ and methods are still being added, so
+the published fresh run (venv build plus ``make run``) must stay within ``HEADROOM`` of the budget. :func:`budget_problems` is what the test suite checks: every stage
 instance the default params produce has a published time measured under exactly its current params
 (change a size knob and the stage must be re-measured), and the total fits.
 """
@@ -29,7 +28,7 @@ from llm4ctr.errors import Llm4ctrError
 from llm4ctr.params import Params
 
 BUDGET_S = 1800
-HEADROOM = 0.6  # the published total may use this share of BUDGET_S
+HEADROOM = 0.75  # the published fresh run may use this share of BUDGET_S
 PUBLISHED = "docs/timings_default.json"
 README = "README.md"
 VENV = "venv"  # labels make run records besides the stages
@@ -79,7 +78,7 @@ def default_instances(params: Params) -> dict[str, str]:
     """Every stage instance ``dvc repro`` runs under ``params``: label -> digest of its declared params."""
     from assets.registry import STAGES
 
-    return {stage_label(s.name, v): params.digest(s.params) for s in STAGES for v in s.items(params)}
+    return {stage_label(s.name, v): params.digest(s.params) for s in STAGES for v in s.variants(params)}
 
 
 def stage_total(entries: dict[str, dict[str, Any]]) -> float:
@@ -100,15 +99,24 @@ def by_stage(entries: dict[str, dict[str, Any]]) -> list[tuple[str, int, float, 
     return rows
 
 
+def fresh_total(entries: dict[str, dict[str, Any]]) -> float | None:
+    """What a newcomer waits for: the venv build plus ``make run`` (None before a ``make run`` finished)."""
+    if TOTAL not in entries:
+        return None
+    return entries[TOTAL]["seconds"] + entries.get(VENV, {}).get("seconds", 0.0)
+
+
 def markdown(entries: dict[str, dict[str, Any]]) -> str:
-    """The timing table: one row per stage (fan-out instances summed), then the venv and the total."""
+    """The timing table: one row per stage (fan-out instances summed), then the venv and the totals."""
     lines = ["| step | instances | seconds | slowest instance |", "|---|---|---|---|"]
     lines += [f"| {name} | {n} | {seconds:.0f} | {slowest} |" for name, n, seconds, slowest in by_stage(entries)]
     lines.append(f"| all stages and fetch | | {stage_total(entries):.0f} | |")
-    for label in (VENV, TOTAL):
-        if label in entries:
-            lines.append(f"| {'venv build (first run only)' if label == VENV else '**make run, wall time**'} "
-                         f"| | {entries[label]['seconds']:.0f} | |")
+    if TOTAL in entries:
+        lines.append(f"| make run, wall time (fetch, dvc, stages, summary) | | {entries[TOTAL]['seconds']:.0f} | |")
+    if VENV in entries:
+        lines.append(f"| venv build (first run only) | | {entries[VENV]['seconds']:.0f} | |")
+    if VENV in entries and TOTAL in entries:
+        lines.append(f"| **fresh clone: venv + make run** | | **{fresh_total(entries):.0f}** | |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,12 +130,14 @@ def budget_problems(published: dict[str, Any], params: Params) -> list[str]:
         elif stages[label].get("params_digest") != digest:
             problems.append(f"{label}: published time was measured under other params (digest "
                             f"{stages[label].get('params_digest')} vs {digest}); re-measure it")
-    total = stages.get(TOTAL, {}).get("seconds")
+    total = fresh_total(stages)
     if total is None:
         problems.append(f"no '{TOTAL}' total in {PUBLISHED}")
+    elif VENV not in stages:
+        problems.append(f"no '{VENV}' time in {PUBLISHED}: publish a run from a fresh clone (venv built by make run)")
     elif total > BUDGET_S * HEADROOM:
-        problems.append(f"'{TOTAL}' took {total:.0f} s, over {HEADROOM:.0%} of the {BUDGET_S} s budget "
-                        f"({BUDGET_S * HEADROOM:.0f} s)")
+        problems.append(f"a fresh clone took {total:.0f} s (venv + make run), over {HEADROOM:.0%} of the "
+                        f"{BUDGET_S} s budget ({BUDGET_S * HEADROOM:.0f} s)")
     return problems
 
 

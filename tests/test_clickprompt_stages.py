@@ -84,7 +84,7 @@ def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
     encoder, arrays = features.load_encoded(root, "ml-100k")
     out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
     model, plm = clickprompt.load_with_plm(params, encoder.vocab_sizes, out / f"seed{seed}")
-    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
+    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(root, "ml-100k")["test"],
                                    np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(plm), 48)
     preds = pd.read_parquet(out / "predictions.parquet")
     saved = preds[(preds.split == "test") & (preds.seed == seed)].sort_values("row")["prob"].to_numpy()
@@ -96,7 +96,7 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
     from models.trainer import load_model
 
     params = _params(root)
-    meta = clickprompt.pretrain(params, root, item="layerwise")
+    meta = clickprompt.pretrain(params, root, variant="layerwise")
     ckpt = root / "artifacts" / "clickprompt_pretrain" / "ml-100k" / "layerwise"
     summary = json.loads((ckpt / "summary.json").read_text())
     assert meta["steps"] == summary["steps"] == 3 and summary["rows"] == 300
@@ -105,7 +105,7 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
 
     _, arrays = features.load_encoded(root, "ml-100k")
     for variant, seeds in (("clickprompt_wo_plm", {3, 4}), ("clickprompt_with_plm", {5})):
-        clickprompt.finetune(params, root, item=variant)
+        clickprompt.finetune(params, root, variant=variant)
         out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
         preds = pd.read_parquet(out / "predictions.parquet")
         assert set(preds["seed"]) == seeds
@@ -141,7 +141,7 @@ def test_adding_a_plm_seed_resumes_the_trained_one(root):
     params = _params(root, **{"clickprompt.finetune.plm_seeds": [5, 6]})
     out = root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
     trained = json.loads((out / "summary.json").read_text())["seeds"]["5"]
-    clickprompt.finetune(params, root, item="clickprompt_with_plm")
+    clickprompt.finetune(params, root, variant="clickprompt_with_plm")
     resumed = json.loads((out / "summary.json").read_text())["seeds"]["5"]
     assert resumed["train_seconds"] == trained["train_seconds"]  # the training it reloaded, not the reload time
     work = root / "artifacts" / ".work" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
@@ -152,7 +152,7 @@ def test_adding_a_plm_seed_resumes_the_trained_one(root):
 
 @pytest.mark.parametrize("variant", ["clickprompt_wo_both", "ctr_same_budget"])
 def test_variants_without_pretraining_need_no_checkpoint_and_train_on_the_budget(root, variant):
-    clickprompt.finetune(_params(root), root, item=variant)
+    clickprompt.finetune(_params(root), root, variant=variant)
     summary = json.loads((root / "artifacts" / "clickprompt" / "ml-100k" / variant / "summary.json").read_text())
     assert summary["pretrained_from"] is None
     assert (summary["train_rows"], summary["early_stopping_valid_rows"]) == (300, 40)
@@ -163,13 +163,13 @@ def test_variants_without_pretraining_need_no_checkpoint_and_train_on_the_budget
 def test_user_errors_name_the_setting(root):
     params = _params(root)
     with pytest.raises(ParamsError, match="unknown variant 'sideways'"):
-        clickprompt.finetune(params, root, item="sideways")
+        clickprompt.finetune(params, root, variant="sideways")
     with pytest.raises(DataError, match="'input' to clickprompt.pretrain.variants"):
-        clickprompt.finetune(params, root, item="clickprompt_wo_layerwise")
+        clickprompt.finetune(params, root, variant="clickprompt_wo_layerwise")
     with pytest.raises(ParamsError, match="plm_lr must be >= 0"):
-        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, item="clickprompt_wo_both")
+        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, variant="clickprompt_wo_both")
     with pytest.raises(ParamsError, match="unknown setting"):
-        clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, item="plain")
+        clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, variant="plain")
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
     with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):

@@ -77,7 +77,7 @@ def test_full_profile_lists_every_variant_once_in_the_right_stage():
 def test_stage_writes_contract_outputs_and_loadable_checkpoints(root, stage, variant):
     params = make_params()
     run = llm4msr.run if stage == "llm4msr" else llm4msr.run_baseline
-    meta = run(params, root, item=variant)
+    meta = run(params, root, variant=variant)
     assert set(meta) == {"variant", "seed1_valid_auc", "seed2_valid_auc"}
     out = root / "artifacts" / stage / "ml-100k" / variant
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -131,9 +131,9 @@ def test_user_state_controls_keep_the_warm_set_but_not_who_gets_which_state(root
 
 def test_variants_in_the_wrong_list_are_refused(root):
     with pytest.raises(ParamsError, match="llm4msr.enhanced lists 'star'"):
-        llm4msr.run(make_params(), root, item="star")
+        llm4msr.run(make_params(), root, variant="star")
     with pytest.raises(ParamsError, match="llm4msr.baselines lists 'star_ours'"):
-        llm4msr.run_baseline(make_params(), root, item="star_ours")
+        llm4msr.run_baseline(make_params(), root, variant="star_ours")
 
 
 def test_a_scenario_without_training_rows_is_an_error(root):

@@ -24,6 +24,7 @@ def _published(params, seconds: float = 5.0, total: float = 900.0) -> dict:
     steps = {label: {"label": label, "seconds": seconds, "params_digest": digest}
              for label, digest in timings.default_instances(params).items()}
     steps[timings.TOTAL] = {"label": timings.TOTAL, "seconds": total, "params_digest": None}
+    steps[timings.VENV] = {"label": timings.VENV, "seconds": 190.0, "params_digest": None}
     return {"steps": steps}
 
 
@@ -44,8 +45,11 @@ def test_budget_problems_name_a_new_stage_a_changed_knob_and_an_overrun():
     problems = timings.budget_problems(_published(params), bigger)
     assert any(p.startswith("train@dcnv2: published time was measured under other params") for p in problems)
     assert not any(p.startswith("ingest") for p in problems)  # stages that do not read `train` keep their times
-    over = timings.budget_problems(_published(params, total=timings.BUDGET_S), params)
-    assert over == [f"'make run' took {timings.BUDGET_S} s, over 60% of the 1800 s budget (1080 s)"]
+    over = timings.budget_problems(_published(params, total=1200), params)
+    assert over == ["a fresh clone took 1390 s (venv + make run), over 75% of the 1800 s budget (1350 s)"]
+    no_venv = _published(params)
+    del no_venv["steps"][timings.VENV]
+    assert timings.budget_problems(no_venv, params)[0].startswith("no 'venv' time")
 
 
 def test_record_keeps_the_latest_entry_per_label_in_finishing_order(tmp_path):
@@ -73,13 +77,12 @@ def test_publish_writes_the_json_and_the_readme_table(tmp_path):
     (tmp_path / "README.md").write_text("# x\n\n<!-- BEGIN timings default -->\nold\n<!-- END timings default -->\n")
     for label, step in _published(params).get("steps").items():
         timings.record(tmp_path, "ml-100k", label, step["seconds"], step["params_digest"])
-    timings.record(tmp_path, "ml-100k", timings.VENV, 190)
     path = timings.publish(tmp_path, params)
     published = json.loads(path.read_text())
     assert published["steps"]["make run"]["seconds"] == 900.0 and published["machine"]["cores"] >= 1
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and "| venv build (first run only) | | 190 | |" in readme
-    assert "| **make run, wall time** | | 900 | |" in readme
+    assert "| **fresh clone: venv + make run** | | **1090** | |" in readme
 
 
 def test_summary_ends_with_results_times_and_next_steps(tmp_path):

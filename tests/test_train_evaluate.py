@@ -44,7 +44,7 @@ def test_train_writes_predictions_and_loadable_checkpoints(root):
 
     params = _params()
     features.run(params, root)
-    meta = train.run(params, root, item="dnn")
+    meta = train.run(params, root, variant="dnn")
     out = root / "artifacts" / "train" / "ml-100k" / "dnn"
     assert set(meta) >= {"model", "seed3_valid_auc", "seed4_valid_auc"}
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -66,7 +66,7 @@ def test_evaluate_matches_independent_computation(root):
     params = _params()
     features.run(params, root)
     for model in ("fm", "dnn"):
-        train.run(params, root, item=model)
+        train.run(params, root, variant=model)
     meta = evaluate.run(params, root)
     assert meta["models"] == 2
     metrics = (root / "artifacts" / "evaluate" / "metrics.json").read_text()

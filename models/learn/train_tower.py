@@ -46,15 +46,15 @@ class TowerConfig(Settings):
     logits (see :mod:`models.learn.infonce`).
     """
 
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-5
     batch_size: int = 256
-    max_epochs: int = 50
-    patience: int = 5
-    history_len: int = 50
-    target_len: int = 5
+    max_epochs: int = 10
+    patience: int = 4
+    history_len: int = 20
+    target_len: int = 10
     seed: int = 2024
-    logq_correction: bool = False
+    logq_correction: bool = True
     num_threads: int = 0
     progress: bool = True
 
