@@ -16,49 +16,40 @@ from assets.split import split_table
 from assets.tables import write_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
-from tests.conftest import make_interactions
+from tests.fixtures_params import PROMPTS_CONFIG, project_params
+from tests.fixtures_tables import make_interactions
 
-ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("user id is gender male female age occupation student engineer writer zipcode movie title genre comedy "
-         "drama action year unknown , .").split()
+WORDS = ("user id is gender male female age occupation zipcode movie title genre action comedy drama horror romance "
+         "sci fi thriller war year unknown , . - ( )").split()
+TINY = {
+    "prompts.config": PROMPTS_CONFIG, "features.n_bins": 4,
+    "ctr.hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1, "hidden_units": [16]}},
+    "train.seeds": [3, 4], "train.max_epochs": 2, "train.batch_size": 256, "train.progress": False, "train.patience": 1,
+    "evaluate.base_model": "dcnv2", "evaluate.stages": ["clickprompt"],
+    "clickprompt.ctr_model": "dcnv2", "clickprompt.num_prompts": 2, "clickprompt.max_length": 48,
+    "clickprompt.subsample_seed": 0,
+    "clickprompt.pretrain.variants": ["layerwise"], "clickprompt.pretrain.rows": 300,
+    "clickprompt.pretrain.new_lr": 1e-3, "clickprompt.pretrain.plm_lr": 1e-3, "clickprompt.pretrain.batch_size": 64,
+    "clickprompt.pretrain.epochs": 1, "clickprompt.pretrain.max_steps": 3, "clickprompt.pretrain.warmup": 0.0,
+    "clickprompt.pretrain.checkpoint_every": 2, "clickprompt.pretrain.seed": 0, "clickprompt.pretrain.progress": False,
+    "clickprompt.finetune.variants": ["clickprompt_wo_plm", "clickprompt_with_plm"],
+    "clickprompt.finetune.rows": 300, "clickprompt.finetune.valid_rows": 40, "clickprompt.finetune.plm_seeds": [5],
+    "clickprompt.finetune.pooling": "cls", "clickprompt.finetune.plm_lr": 0.0, "clickprompt.finetune.head_units": [8],
+    "clickprompt.finetune.alpha": 0.5, "clickprompt.finetune.train.batch_size": 128,
+    "clickprompt.finetune.train.eval_batch_size": 512, "clickprompt.finetune.train.max_epochs": 1,
+    "clickprompt.finetune.train.patience": 1,
+}  # fmt: skip
 
 
 def _params(tmp: Path, **over) -> Params:
-    tree = {
-        "data": {"name": "ml-100k"},
-        "prompts": {"config": str(ROOT / "configs" / "prompts.yaml")},
-        "features": {"min_count": 1, "n_bins": 4},
-        "ctr": {"models": ["dcnv2"], "hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1,
-                                                           "hidden_units": [16]}}},
-        "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
-        "evaluate": {"base_model": "dcnv2", "longtail_share": 0.2, "stages": ["clickprompt"]},
-        "plm": {"name": str(tmp / "plm")},
-        "clickprompt": {
-            "ctr_model": "dcnv2", "num_prompts": 2, "max_length": 48,
-            "subsample_seed": 0,
-            "pretrain": {"variants": ["layerwise"], "rows": 300, "mask_probability": 0.15, "new_lr": 1e-3, "plm_lr": 1e-3,
-                         "batch_size": 64, "epochs": 1, "max_steps": 3, "warmup": 0.0, "checkpoint_every": 2,
-                         "seed": 0, "progress": False},
-            "finetune": {"variants": ["clickprompt_wo_plm", "clickprompt_with_plm"], "rows": 300, "valid_rows": 40,
-                         "plm_seeds": [5],
-                         "pooling": "cls", "plm_lr": 0.0, "head_units": [8], "alpha": 0.5,
-                         "train": {"batch_size": 128, "eval_batch_size": 512, "max_epochs": 1, "patience": 1}},
-        },
-    }
-    for key, value in over.items():
-        node, *path = key.split(".")
-        target = tree[node]
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-    return Params(tree)
+    """params.yaml at the tiny budgets above, with the tiny BERT of project ``tmp`` as the PLM."""
+    return project_params({**TINY, "plm.name": str(tmp / "plm"), **over})
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
+def make_project(tmp: Path) -> Path:
     """A generated split, its features, and a tiny random BERT folder (no MLM head, like MiniLM) with tokenizer."""
-    tmp = tmp_path_factory.mktemp("clickprompt")
-    splits = split_table(make_interactions(n_users=40, n_items=30, per_user=15), "random", (0.8, 0.1, 0.1), seed=0)
+    table = make_interactions(n_users=40, n_items=30, per_user=15, scenarios="age")
+    splits = split_table(table, "random", (0.8, 0.1, 0.1), seed=0)
     folder = tmp / "artifacts" / "split" / "ml-100k"
     folder.mkdir(parents=True)
     for name, df in splits.items():
@@ -72,6 +63,11 @@ def root(tmp_path_factory) -> Path:
                          intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp / "plm")
     BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp / "plm")
     return tmp
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("clickprompt"))
 
 
 def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
@@ -168,9 +164,12 @@ def test_user_errors_name_the_setting(root):
         clickprompt.finetune(params, root, item="clickprompt_wo_layerwise")
     with pytest.raises(ParamsError, match="plm_lr must be >= 0"):
         clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, item="clickprompt_wo_both")
+    misspelt = _params(root)
+    misspelt["clickprompt"]["pretrain"]["lr"] = 1.0  # not a key of params.yaml, so not an override
     with pytest.raises(ParamsError, match="unknown setting"):
-        clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, item="plain")
+        clickprompt.pretrain(misspelt, root, item="plain")
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
     with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):
-        clickprompt.load_with_plm(params, {}, root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
+        clickprompt.load_with_plm(params, {},
+                                  root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")

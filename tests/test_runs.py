@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from assets.runs import seed_digest
 from llm4ctr.params import Params
+from tests.fixtures_params import project_params
 
 
 def _params(**train) -> Params:
-    return Params({"data": {"name": "ml-100k"},
-                   "train": {"lr": 1e-3, "seeds": [1], "progress": True, "num_threads": 0, **train},
-                   "clickprompt": {"finetune": {"plm_seeds": [1], "rows": 10, "train": {"max_epochs": 1}}}})
+    """params.yaml with a few train settings and the ClickPrompt finetune section pinned; ``train`` overrides."""
+    return project_params({"train.lr": 1e-3, "train.seeds": [1], "train.progress": True, "train.num_threads": 0,
+                           **{f"train.{key}": value for key, value in train.items()},
+                           "clickprompt.finetune.plm_seeds": [1], "clickprompt.finetune.rows": 10,
+                           "clickprompt.finetune.train.max_epochs": 1})
 
 
 def test_seed_lists_and_runtime_switches_do_not_change_the_digest():
