@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
 
     encoder, arrays = features.load_encoded(root, "ml-100k")
     out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
-    model, plm = clickprompt.load_with_plm(params, encoder.vocab_sizes, out / f"seed{seed}")
+    model, plm = clickprompt.load_with_plm(params, root, encoder.vocab_sizes, out / f"seed{seed}")
     test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
                                    np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(plm), 48)
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -171,5 +172,56 @@ def test_user_errors_name_the_setting(root):
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
     with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):
-        clickprompt.load_with_plm(params, {},
+        clickprompt.load_with_plm(params, root, {},
                                   root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
+
+
+def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_path):
+    """Artifacts name the paths they need relative to the project root: after the whole project folder is
+    moved, the PA-MLM, w/o-PLM and with-PLM checkpoints reload from the new place and predict exactly what
+    they did, evaluate gives the same figures, and no file under artifacts/ names the old place."""
+    from models.clickprompt import ClickPromptNet
+    from models.trainer import load_model
+
+    before = make_project(tmp_path / "before")
+    params = _params(before, **{"train.seeds": [3]})
+    clickprompt.pretrain(params, before, item="layerwise")
+    for variant in ("clickprompt_wo_plm", "clickprompt_with_plm"):
+        clickprompt.finetune(params, before, item=variant)
+    evaluate.run(params, before)
+    pretrained = Path("artifacts") / "clickprompt_pretrain" / "ml-100k" / "layerwise"
+    outputs = Path("artifacts") / "clickprompt" / "ml-100k"
+
+    def network_states(root: Path) -> torch.Tensor:
+        _, arrays = features.load_encoded(root, "ml-100k")
+        tokenizer = BertTokenizer.from_pretrained(root / pretrained / "plm")
+        rows = clickprompt.text_arrays(arrays["test"], clickprompt.texts(params, root, "ml-100k")["test"],
+                                       np.arange(16), tokenizer, 48)
+        batch = {k: torch.as_tensor(v) for k, v in rows.items() if k != "label"}
+        with torch.inference_mode():
+            return ClickPromptNet.load(root / pretrained).eval()(batch)["hidden"]
+
+    states = network_states(before)
+    metrics = (before / "artifacts" / "evaluate" / "metrics.json").read_text()
+
+    (tmp_path / "elsewhere").mkdir()
+    after = Path(shutil.move(before, tmp_path / "elsewhere" / "project"))
+    assert not before.exists()
+    traces = [p.relative_to(after) for p in (after / "artifacts").rglob("*") if p.is_file()
+              and str(before).encode() in p.read_bytes()]
+    assert not traces, f"artifacts naming the project's old place: {traces}"
+    for summary in (outputs / "clickprompt_with_plm" / "summary.json", outputs / "clickprompt_with_plm" / "seed5" /
+                    "clickprompt.json"):
+        assert json.loads((after / summary).read_text())["pretrained_from"] == pretrained.as_posix()
+
+    moved = _params(after, **{"train.seeds": [3]})  # the user's params now point at the moved PLM
+    assert torch.equal(network_states(after), states)
+    assert _rebuilt_plm(moved, after, "clickprompt_with_plm", 5) == after / pretrained / "plm"
+    _, arrays = features.load_encoded(after, "ml-100k")
+    batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
+    with torch.inference_mode():
+        probs = torch.sigmoid(load_model(after / outputs / "clickprompt_wo_plm" / "seed3")(batch)["logit"]).numpy()
+    preds = pd.read_parquet(after / outputs / "clickprompt_wo_plm" / "predictions.parquet")
+    np.testing.assert_allclose(probs, preds[preds.split == "test"].sort_values("row")["prob"], rtol=1e-5, atol=1e-6)
+    evaluate.run(moved, after)
+    assert (after / "artifacts" / "evaluate" / "metrics.json").read_text() == metrics

@@ -3,6 +3,7 @@ hidden-state stages run with a tiny random Llama: contract outputs, reload, cold
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,17 @@ def test_scenario_table_is_laid_out_like_the_paper():
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| mmoe", "| star", "| star_DN", "| star_EP", "| star_ours"]
     assert lines[-1] == "| star_ours | **0.7200** | 0.5700 | **0.7000** |"
     assert lines[2] == "| mmoe | **0.5000** | **0.5000** | **0.5000** |"
+
+
+def test_state_exports_name_a_model_inside_the_project_relative_to_it(root):
+    """The tiny Llama lies in the project folder: the exports name it relative to the project root (they
+    stay true when the project moves), and the shard store's manifest, shared by every project that uses
+    the same weights, names no model folder at all."""
+    from safetensors import safe_open
+
+    for kind in ("user", "scenario"):
+        path = root / "artifacts" / f"hidden_states_{kind}" / "ml-100k" / "states.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            assert json.loads(handle.metadata()["spec"])["model"] == "llama"
+    manifests = list((root / "store").glob("*/manifest.json"))
+    assert manifests and all("model" not in json.loads(m.read_text())["spec"] for m in manifests)
