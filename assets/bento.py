@@ -31,7 +31,7 @@ from assets.tables import read_json, read_table, write_json
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
-from llm4ctr.paths import artifact_dir
+from llm4ctr.paths import artifact_dir, portable
 
 STAGE = "bento"
 MODEL_DIR = "model"
@@ -136,7 +136,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     lineage = {
         "params_digest": str(summary.get("params_digest", params.digest())),
         "data_md5": data_version(root),
-        "checkpoint": str(checkpoint.relative_to(root)),
+        "checkpoint": portable(checkpoint, root),
     }
     fields = [{"name": f.name, "kind": f.kind} for f in encoder.spec.fields]
     metadata = {"dataset": dataset, "stage": serve["stage"], "variant": serve["variant"], "seed": seed,

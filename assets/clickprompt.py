@@ -49,7 +49,7 @@ from assets.train import model_hparams
 from llm4ctr.atomic import atomic_dir, write_text
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
-from llm4ctr.paths import artifact_dir
+from llm4ctr.paths import artifact_dir, located, portable
 
 PRETRAIN_STAGE = "clickprompt_pretrain"
 STAGE = "clickprompt"
@@ -173,7 +173,7 @@ def pretrain(params: Params, root: Path, variant: str) -> dict[str, Any]:
     summary = run_pretrain(objective, data, pretrain_work_dir(params, root, variant), config)
     with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / variant) as tmp:
         objective.net.save(tmp, tokenizer)
-        write_json({"variant": variant, "plm": params.get_path("plm.name"),
+        write_json({"variant": variant, "plm": portable(params.get_path("plm.name"), root),
                     "params_digest": params.digest(get_stage(PRETRAIN_STAGE).params),
                     "fresh_head_params": fresh, **summary}, tmp / "summary.json")
     return {"variant": variant, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
@@ -194,7 +194,7 @@ def finetune(params: Params, root: Path, variant: str) -> dict[str, Any]:
     run = _finetune_with_plm if spec.with_plm else _finetune_wo_plm
     with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         records, per_seed, extra, valid_rows = run(params, root, variant, spec, source, key, tmp)
-        summary = {"variant": variant, "stage": STAGE, "pretrained_from": str(source) if source else None,
+        summary = {"variant": variant, "stage": STAGE, "pretrained_from": portable(source, root) if source else None,
                    "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed, **extra}
         if valid_rows is None:
             write_variant(tmp, records, summary)
@@ -280,8 +280,8 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
         seed_dir = out / f"seed{seed}"
         seed_dir.mkdir()
         save_weights(model, seed_dir / "model.safetensors")
-        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": variant, "pretrained_from": str(source) if source
-                                                              else None, **settings}, indent=2, default=str))
+        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": variant, "pretrained_from": portable(source, root)
+                                                              if source else None, **settings}, indent=2, default=str))
     return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
             valid_rows)
 
@@ -304,16 +304,16 @@ def with_plm_model(params: Params, vocab_sizes: dict[str, int], spec: FinetuneSp
                               float(settings["plm_lr"]))
 
 
-def load_with_plm(params: Params, vocab_sizes: dict[str, int], seed_dir: Path):
+def load_with_plm(params: Params, root: Path, vocab_sizes: dict[str, int], seed_dir: Path):
     """A finetuned with-PLM model from its stage output ``<variant>/seed<s>`` (eval mode) and the folder
-    its tokenizer comes from."""
+    its tokenizer comes from. The PA-MLM checkpoint it names is found under the project ``root``."""
     from safetensors.torch import load_file
 
     try:
         settings = json.loads((seed_dir / "clickprompt.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{seed_dir}: not a with-PLM finetuning output (clickprompt.json missing)") from None
-    source = Path(settings["pretrained_from"]) if settings["pretrained_from"] else None
+    source = located(settings["pretrained_from"], root) if settings["pretrained_from"] else None
     model = with_plm_model(params, vocab_sizes, VARIANTS[settings["variant"]], source, settings)
     model.load_state_dict(load_file(seed_dir / "model.safetensors"))
     return model.eval(), (source / "plm" if source else Path(_plm(params)))

@@ -30,7 +30,7 @@ from assets.tables import read_json, read_table, write_table
 from llm4ctr.atomic import atomic_dir, save_tensors
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
-from llm4ctr.paths import artifact_dir, cache_dir
+from llm4ctr.paths import artifact_dir, cache_dir, portable
 from models.hidden_states import DTYPES, POOLINGS, Encoder, cache_states, read_states
 
 ROLES = ("llm", "plm")  # hidden_states.<kind>.model names the role whose <role>.name is the model
@@ -104,7 +104,8 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
     if run.rank != 0:
         return figures
     states = read_states(run)
-    spec = {**run.spec, "dim": run.dim, "template_id": template_id, "kind": kind, "dataset": dataset}
+    spec = {**run.spec, "model": portable(run.spec["model"], root), "dim": run.dim, "template_id": template_id,
+            "kind": kind, "dataset": dataset}  # the model folder relative to the project when inside it
     with atomic_dir(artifact_dir(root, stage_name(kind), dataset)) as tmp:
         save_tensors({"states": states}, tmp / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)})
         index = pd.DataFrame({ID_COLUMNS[kind]: prompts[ID_COLUMNS[kind]], "key": run.keys, "tokens": run.tokens})

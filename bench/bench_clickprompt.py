@@ -201,7 +201,7 @@ def branches(argv: list[str]) -> None:
     dataset = params.get_path("data.name")
     seed_dir = artifact_dir(root, STAGE, dataset) / args.variant / f"seed{args.seed}"
     encoder, arrays = load_encoded(root, dataset)
-    model, plm = load_with_plm(params, encoder.vocab_sizes, seed_dir)
+    model, plm = load_with_plm(params, root, encoder.vocab_sizes, seed_dir)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     n = len(arrays["test"]["label"])
     test = text_arrays(arrays["test"], texts(root, dataset)["test"], np.arange(n), tokenizer,

@@ -27,3 +27,26 @@ def cache_dir() -> Path:
 def failure_path(root: Path, stage: str, dataset: str) -> Path:
     """Where a failed validation's full GX result goes: outside the stage's outputs, which stay intact."""
     return Path(root) / "artifacts" / "failures" / f"{stage}-{dataset}-gx.json"
+
+
+def portable(path: str | os.PathLike, root: Path) -> str:
+    """``path`` as an artifact records it: relative to the project ``root`` (POSIX separators) when it lies
+    inside it, so an artifacts/ tree still loads after the project is moved, copied or restored elsewhere;
+    anything else (a hub name, a relative path, a folder outside the project such as the user cache) as it is."""
+    text = str(path)
+    candidate = Path(text)
+    if not candidate.is_absolute():
+        return text
+    for inside, base in ((candidate, Path(root).absolute()), (candidate.resolve(), Path(root).resolve())):
+        try:
+            return inside.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return text
+
+
+def located(value: str | os.PathLike, root: Path) -> Path:
+    """A path read back from an artifact: a relative one is relative to the project ``root``
+    (see :func:`portable`); an absolute one (outside the project, or an older artifact) as it is."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path

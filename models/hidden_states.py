@@ -310,7 +310,8 @@ def cache_states(
         if rank == 0:
             run.entries = store.index()
             run.dim = _dim(store.folder / run.entries[keys[0]][0]) if keys else 0
-            store.write_manifest(run.entries, spec | {"dim": run.dim})
+            # like the namespace, the store's manifest leaves out where the model lies (a path on one machine)
+            store.write_manifest(run.entries, {k: v for k, v in spec.items() if k != "model"} | {"dim": run.dim})
             run.tokens = [run.entries[k][2] for k in keys]
         return run
 

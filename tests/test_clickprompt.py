@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from ctr_fixtures import TINY, encoded, head
 from transformers import (BertConfig, BertForMaskedLM, DynamicCache, MPNetConfig, MPNetForMaskedLM, RobertaConfig,
                           RobertaForMaskedLM)
 
@@ -16,6 +15,7 @@ from models.clickprompt import (PAMLM, ClickPromptNet, ClickPromptWithPLM, Pretr
                                 text_position_ids, trim_padding)
 from models.ctr import DCNv2, build_model
 from models.trainer import TrainConfig, Trainer, load_model, save_model
+from tests.fixtures_ctr import TINY, encoded, head
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]

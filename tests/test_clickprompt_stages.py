@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,59 +12,52 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from assets import clickprompt, evaluate, features
+from assets import clickprompt, evaluate, features, text
 from assets.split import split_table
 from assets.tables import write_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
-from tests.conftest import make_interactions
+from tests.fixtures_params import PROMPTS_CONFIG, project_params
+from tests.fixtures_tables import make_interactions
 
-ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("user id is gender male female age occupation student engineer writer zipcode movie title genre comedy "
-         "drama action year unknown , .").split()
+WORDS = ("user id is gender male female age occupation zipcode movie title genre action comedy drama horror romance "
+         "sci fi thriller war year unknown , . - ( )").split()
+TINY = {
+    "prompts.config": PROMPTS_CONFIG, "features.n_bins": 4,
+    "ctr.hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1, "hidden_units": [16]}},
+    "train.seeds": [3, 4], "train.max_epochs": 2, "train.batch_size": 256, "train.progress": False, "train.patience": 1,
+    "evaluate.base_model": "dcnv2",
+    "clickprompt.ctr_model": "dcnv2", "clickprompt.num_prompts": 2, "clickprompt.max_length": 48,
+    "clickprompt.subsample_seed": 0,
+    "clickprompt.pretrain.variants": ["layerwise"], "clickprompt.pretrain.rows": 300,
+    "clickprompt.pretrain.new_lr": 1e-3, "clickprompt.pretrain.plm_lr": 1e-3, "clickprompt.pretrain.batch_size": 64,
+    "clickprompt.pretrain.epochs": 1, "clickprompt.pretrain.max_steps": 3, "clickprompt.pretrain.warmup": 0.0,
+    "clickprompt.pretrain.checkpoint_every": 2, "clickprompt.pretrain.seed": 0, "clickprompt.pretrain.progress": False,
+    "clickprompt.finetune.variants": ["clickprompt_wo_plm", "clickprompt_with_plm"],
+    "clickprompt.finetune.rows": 300, "clickprompt.finetune.valid_rows": 40, "clickprompt.finetune.plm_seeds": [5],
+    "clickprompt.finetune.pooling": "cls", "clickprompt.finetune.plm_lr": 0.0, "clickprompt.finetune.head_units": [8],
+    "clickprompt.finetune.alpha": 0.5, "clickprompt.finetune.train.batch_size": 128,
+    "clickprompt.finetune.train.eval_batch_size": 512, "clickprompt.finetune.train.max_epochs": 1,
+    "clickprompt.finetune.train.patience": 1,
+}  # fmt: skip
 
 
 def _params(tmp: Path, **over) -> Params:
-    tree = {
-        "data": {"name": "ml-100k"},
-        "prompts": {"config": str(ROOT / "configs" / "prompts.yaml")},
-        "features": {"min_count": 1, "n_bins": 4},
-        "ctr": {"models": ["dcnv2"], "hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1,
-                                                           "hidden_units": [16]}}},
-        "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
-        "evaluate": {"base_model": "dcnv2", "longtail_share": 0.2, "stages": ["clickprompt"]},
-        "plm": {"name": str(tmp / "plm")},
-        "clickprompt": {
-            "ctr_model": "dcnv2", "num_prompts": 2, "max_length": 48,
-            "subsample_seed": 0,
-            "pretrain": {"variants": ["layerwise"], "rows": 300, "mask_probability": 0.15, "new_lr": 1e-3, "plm_lr": 1e-3,
-                         "batch_size": 64, "epochs": 1, "max_steps": 3, "warmup": 0.0, "checkpoint_every": 2,
-                         "seed": 0, "progress": False},
-            "finetune": {"variants": ["clickprompt_wo_plm", "clickprompt_with_plm"], "rows": 300, "valid_rows": 40,
-                         "plm_seeds": [5],
-                         "pooling": "cls", "plm_lr": 0.0, "head_units": [8], "alpha": 0.5,
-                         "train": {"batch_size": 128, "eval_batch_size": 512, "max_epochs": 1, "patience": 1}},
-        },
-    }
-    for key, value in over.items():
-        node, *path = key.split(".")
-        target = tree[node]
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-    return Params(tree)
+    """params.yaml at the tiny budgets above, with the tiny BERT of project ``tmp`` as the PLM."""
+    return project_params({**TINY, "plm.name": str(tmp / "plm"), **over})
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """A generated split, its features, and a tiny random BERT folder (no MLM head, like MiniLM) with tokenizer."""
-    tmp = tmp_path_factory.mktemp("clickprompt")
-    splits = split_table(make_interactions(n_users=40, n_items=30, per_user=15), "random", (0.8, 0.1, 0.1), seed=0)
+def make_project(tmp: Path) -> Path:
+    """A generated split, its features and texts, and a tiny random BERT folder (no MLM head, like MiniLM) with
+    tokenizer."""
+    table = make_interactions(n_users=40, n_items=30, per_user=15, scenarios="age")
+    splits = split_table(table, "random", (0.8, 0.1, 0.1), seed=0)
     folder = tmp / "artifacts" / "split" / "ml-100k"
     folder.mkdir(parents=True)
     for name, df in splits.items():
         write_table(df, folder / f"{name}.parquet")
     features.run(_params(tmp), tmp)
+    text.run(_params(tmp), tmp)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *(str(d) for d in range(10)),
              *(f"##{d}" for d in range(10))]
     (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
@@ -72,6 +66,11 @@ def root(tmp_path_factory) -> Path:
                          intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp / "plm")
     BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp / "plm")
     return tmp
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("clickprompt"))
 
 
 def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
@@ -83,7 +82,7 @@ def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
 
     encoder, arrays = features.load_encoded(root, "ml-100k")
     out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
-    model, plm = clickprompt.load_with_plm(params, encoder.vocab_sizes, out / f"seed{seed}")
+    model, plm = clickprompt.load_with_plm(params, root, encoder.vocab_sizes, out / f"seed{seed}")
     test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(root, "ml-100k")["test"],
                                    np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(plm), 48)
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -168,9 +167,63 @@ def test_user_errors_name_the_setting(root):
         clickprompt.finetune(params, root, variant="clickprompt_wo_layerwise")
     with pytest.raises(ParamsError, match="plm_lr must be >= 0"):
         clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, variant="clickprompt_wo_both")
+    misspelt = _params(root)
+    misspelt["clickprompt"]["pretrain"]["lr"] = 1.0  # not a key of params.yaml, so not an override
     with pytest.raises(ParamsError, match="unknown setting"):
-        clickprompt.pretrain(_params(root, **{"clickprompt.pretrain.lr": 1.0}), root, variant="plain")
+        clickprompt.pretrain(misspelt, root, variant="plain")
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
     with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):
-        clickprompt.load_with_plm(params, {}, root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
+        clickprompt.load_with_plm(params, root, {},
+                                  root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
+
+
+def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_path):
+    """Artifacts name the paths they need relative to the project root: after the whole project folder is
+    moved, the PA-MLM, w/o-PLM and with-PLM checkpoints reload from the new place and predict exactly what
+    they did, evaluate gives the same figures, and no file under artifacts/ names the old place."""
+    from models.clickprompt import ClickPromptNet
+    from models.trainer import load_model
+
+    before = make_project(tmp_path / "before")
+    params = _params(before, **{"train.seeds": [3]})
+    clickprompt.pretrain(params, before, variant="layerwise")
+    for variant in ("clickprompt_wo_plm", "clickprompt_with_plm"):
+        clickprompt.finetune(params, before, variant=variant)
+    evaluate.run(params, before)
+    pretrained = Path("artifacts") / "clickprompt_pretrain" / "ml-100k" / "layerwise"
+    outputs = Path("artifacts") / "clickprompt" / "ml-100k"
+
+    def network_states(root: Path) -> torch.Tensor:
+        _, arrays = features.load_encoded(root, "ml-100k")
+        tokenizer = BertTokenizer.from_pretrained(root / pretrained / "plm")
+        rows = clickprompt.text_arrays(arrays["test"], clickprompt.texts(root, "ml-100k")["test"],
+                                       np.arange(16), tokenizer, 48)
+        batch = {k: torch.as_tensor(v) for k, v in rows.items() if k != "label"}
+        with torch.inference_mode():
+            return ClickPromptNet.load(root / pretrained).eval()(batch)["hidden"]
+
+    states = network_states(before)
+    metrics = (before / "artifacts" / "evaluate" / "metrics.json").read_text()
+
+    (tmp_path / "elsewhere").mkdir()
+    after = Path(shutil.move(before, tmp_path / "elsewhere" / "project"))
+    assert not before.exists()
+    traces = [p.relative_to(after) for p in (after / "artifacts").rglob("*") if p.is_file()
+              and str(before).encode() in p.read_bytes()]
+    assert not traces, f"artifacts naming the project's old place: {traces}"
+    for summary in (outputs / "clickprompt_with_plm" / "summary.json", outputs / "clickprompt_with_plm" / "seed5" /
+                    "clickprompt.json"):
+        assert json.loads((after / summary).read_text())["pretrained_from"] == pretrained.as_posix()
+
+    moved = _params(after, **{"train.seeds": [3]})  # the user's params now point at the moved PLM
+    assert torch.equal(network_states(after), states)
+    assert _rebuilt_plm(moved, after, "clickprompt_with_plm", 5) == after / pretrained / "plm"
+    _, arrays = features.load_encoded(after, "ml-100k")
+    batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
+    with torch.inference_mode():
+        probs = torch.sigmoid(load_model(after / outputs / "clickprompt_wo_plm" / "seed3")(batch)["logit"]).numpy()
+    preds = pd.read_parquet(after / outputs / "clickprompt_wo_plm" / "predictions.parquet")
+    np.testing.assert_allclose(probs, preds[preds.split == "test"].sort_values("row")["prob"], rtol=1e-5, atol=1e-6)
+    evaluate.run(moved, after)
+    assert (after / "artifacts" / "evaluate" / "metrics.json").read_text() == metrics

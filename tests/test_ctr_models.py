@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ctr_fixtures import TINY, encoded, head, make_interactions
 
 from llm4ctr.errors import ParamsError
 from models.ctr import MODELS, build_model, hyperparameters
 from models.layers import FeatureEmbedding, FMInteraction, InnerProduct
 from models.trainer import load_model, save_model
+from tests.fixtures_ctr import TINY, encoded, head
+from tests.fixtures_tables import make_interactions
 
 NAMES = sorted(MODELS)
 

@@ -24,7 +24,8 @@ from models.metrics import longtail_mask
 from orchestration.definitions import Project, defs
 from assets.prediction_log import PredictionLog
 from models.predictor import Predictor
-from tests.serving_fixtures import DATASET, bentoml_home, build_project, scenario_of
+from tests.fixtures_serving import DATASET, bentoml_home, build_project
+from tests.fixtures_tables import scenario_of
 
 SHIFTED = "lt_user&head_item"
 UNTOUCHED = ("head_user&head_item", "head_user&lt_item")

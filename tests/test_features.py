@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from ctr_fixtures import make_interactions
 
 from llm4ctr.errors import DataError
 from models.features import OOV, PAD, FeatureEncoder, FeatureSpec, Field, default_spec
+from tests.fixtures_tables import make_interactions
 
 MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "label", "timestamp", "scenario",
                      "gender", "age", "occupation", "zip", "title", "genres", "year"]

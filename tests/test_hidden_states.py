@@ -28,30 +28,10 @@ from assets.tables import read_table, write_table
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
 from models.hidden_states import Encoder, ShardStore, cache_states, read_states
+from tests.fixtures_models import WORDS, save_tiny
+from tests.fixtures_params import PROMPTS_CONFIG, project_params
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [f"w{i}" for i in range(300)]
-
-
-def save_tiny(path: Path, kind: str) -> str:
-    """A randomly initialised 2-layer Llama or BERT plus a word-level tokenizer, saved as an HF folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[BOS]", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]")
-    torch.manual_seed(0)
-    sizes = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    if kind == "llama":
-        model = LlamaModel(LlamaConfig(**sizes, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0))
-    else:
-        model = BertModel(BertConfig(**sizes, max_position_embeddings=256))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -218,21 +198,16 @@ def test_two_torchrun_processes_build_the_same_cache_as_one(llama, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def stage_params(model: str, **hidden) -> Params:
-    return Params(
-        {
-            "data": {"name": "ml-100k"},
-            "prompts": {"config": str(ROOT / "configs" / "prompts.yaml"), "recent_n": 5},
-            "llm": {"name": model},
-            "plm": {"name": model},
-            "hidden_states": {
-                "store": "store", "device": "cpu", "dtype": "auto", "batch_size": 8, "max_length": 128,
-                "shard_size": 32, "user": {"model": "llm", "pooling": "last_token"},
-                "scenario": {"model": "llm", "pooling": "last_token"}, "item": {"model": "plm", "pooling": "mean"},
-                **hidden,
-            },
-        }
-    )  # fmt: skip
+def stage_params(model: str) -> Params:
+    """params.yaml with ``model`` as both LLM and PLM, on the CPU, with small batches and shards."""
+    return project_params({
+        "prompts.config": PROMPTS_CONFIG, "prompts.recent_n": 5, "llm.name": model, "plm.name": model,
+        "hidden_states.store": "store", "hidden_states.device": "cpu", "hidden_states.dtype": "auto",
+        "hidden_states.batch_size": 8, "hidden_states.max_length": 128, "hidden_states.shard_size": 32,
+        "hidden_states.user.model": "llm", "hidden_states.user.pooling": "last_token",
+        "hidden_states.scenario.model": "llm", "hidden_states.scenario.pooling": "last_token",
+        "hidden_states.item.model": "plm", "hidden_states.item.pooling": "mean",
+    })  # fmt: skip
 
 
 def write_prompts(root: Path) -> dict[str, pd.DataFrame]:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ctr_fixtures import TINY, encoded
 
 from llm4ctr.errors import DataError
 from models.learn import IDTwoTower, LearnRanker, LearnTower, PCHTower, info_nce, load_ranker
@@ -17,6 +16,7 @@ from models.learn.retrieval import recall_ndcg, target_ranks
 from models.learn.sequences import UserSequences, histories_before, sample_windows
 from models.learn.train_tower import Queries, TowerConfig, evaluate, fit_tower, load_tower, seen_matrix
 from models.trainer import TrainConfig, Trainer
+from tests.fixtures_ctr import TINY, encoded
 
 TOWER = {"model_dim": 16, "output_dim": 8, "num_layers": 2, "num_heads": 2, "dropout": 0.0, "max_len": 8}
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_interactions
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
@@ -21,32 +20,34 @@ from assets import features, learn
 from assets.split import split_table
 from assets.tables import write_table
 from llm4ctr.errors import DataError, ParamsError
-from llm4ctr.params import load_params
 from llm4ctr.paths import artifact_dir
 from models.learn.sequences import sample_windows
+from tests.fixtures_params import project_params
+from tests.fixtures_tables import make_interactions
 
-ROOT = Path(__file__).resolve().parents[1]
 CONTENT_DIM = 12
 TINY = {
     "train.seeds": [1, 2], "train.max_epochs": 2, "train.progress": False, "train.batch_size": 256,
     "ctr.hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1, "hidden_units": [16]}},
-    "learn.tower": {"model_dim": 16, "output_dim": 8, "num_layers": 1, "num_heads": 2, "dropout": 0.0,
-                    "temperature": 0.1, "id_embedding_dim": 8},
-    "learn.tower_train": {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_epochs": 2, "patience": 2,
-                          "history_len": 6, "target_len": 3, "logq_correction": True, "num_threads": 1, "progress": False},
+    "learn.tower.model_dim": 16, "learn.tower.output_dim": 8, "learn.tower.num_layers": 1, "learn.tower.num_heads": 2,
+    "learn.tower.dropout": 0.0, "learn.tower.temperature": 0.1, "learn.tower.id_embedding_dim": 8,
+    "learn.tower_train.lr": 3e-3, "learn.tower_train.weight_decay": 0.0, "learn.tower_train.batch_size": 64,
+    "learn.tower_train.max_epochs": 2, "learn.tower_train.patience": 2, "learn.tower_train.history_len": 6,
+    "learn.tower_train.target_len": 3, "learn.tower_train.logq_correction": True, "learn.tower_train.num_threads": 1,
+    "learn.tower_train.progress": False,
     "learn.ranker.aux_hidden_units": [8, 4], "learn.ranker.aux_head_units": [4],
 }
 
 
 def _params(**overrides):
-    return load_params(ROOT / "params.yaml", {**TINY, **overrides})
+    return project_params({**TINY, **overrides})
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """Split + encoded features + a content-embedding export with every item (one never seen in training)."""
     torch.set_num_threads(1)
-    table = make_interactions(n_users=30, n_items=25, per_user=12)
+    table = make_interactions(n_users=30, n_items=25, per_user=12, scenarios="age")
     splits = split_table(table, "random", [0.8, 0.1, 0.1], 2024)
     cold = splits["train"]["item_id"] == "3"  # item 3 becomes cold: only in the test split
     splits["test"] = pd.concat([splits["test"], splits["train"][cold]], ignore_index=True)

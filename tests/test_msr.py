@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from ctr_fixtures import make_interactions, split
 
 from llm4ctr.errors import DataError, ParamsError
 from models.features import FIRST_ID, FeatureEncoder, default_spec
 from models.msr import BACKBONES, MetaLayers, StateTable, all_variants, build_msr, load_msr, parse_variant
 from models.trainer import Trainer, TrainConfig
+from tests.fixtures_tables import make_interactions, split
 
 LLM_DIM = 12
 TINY_BACKBONES = {
@@ -32,16 +30,10 @@ TINY_ENHANCEMENTS = {
 }
 
 
-def scenario_of(age: pd.Series) -> pd.Series:
-    """ML-100K's age groups, the multi-scenario split of the LLM4MSR lineage."""
-    return pd.Series(np.select([age < 25, age < 35], ["age<25", "age25-34"], "age>=35"), index=age.index, dtype="string")
-
-
 @lru_cache(maxsize=1)
 def data():
     """(encoder, train arrays, valid arrays) with three scenarios; cached, never mutate."""
-    frame = make_interactions(n_rows=3000, n_users=90, n_items=80, seed=1)
-    frame["scenario"] = scenario_of(frame["age"].astype(int))
+    frame = make_interactions(n_rows=3000, n_users=90, n_items=80, seed=1, scenarios="age")
     train, valid, _ = split(frame)
     encoder = FeatureEncoder.fit(train, default_spec(train.columns))
     return encoder, encoder.transform(train), encoder.transform(valid)

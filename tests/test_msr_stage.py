@@ -3,6 +3,7 @@ hidden-state stages run with a tiny random Llama: contract outputs, reload, cold
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_hidden_states import save_tiny
 
 from assets import features, hidden_states, llm4msr, prompts
 from assets.split import split_table
@@ -19,37 +19,46 @@ from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from models.features import FIRST_ID
 from models.msr import all_variants, load_msr
-from tests.conftest import make_interactions
+from tests.fixtures_models import save_tiny
+from tests.fixtures_params import PROMPTS_CONFIG, project_params
+from tests.fixtures_tables import make_interactions
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_USER = "1"  # every one of its training ratings is made negative: no liked items, no state
 
 
 def make_params(llm: str = "unused") -> Params:
-    return Params({
-        "data": {"name": "ml-100k"},
-        "features": {"min_count": 1, "n_bins": 4},
-        "prompts": {"config": str(ROOT / "configs" / "prompts.yaml"), "recent_n": 3},
-        "llm": {"name": llm},
-        "hidden_states": {"store": "store", "device": "cpu", "dtype": "auto", "batch_size": 16, "max_length": 64,
-                          "shard_size": 64, "user": {"model": "llm", "pooling": "last_token"},
-                          "scenario": {"model": "llm", "pooling": "last_token"}},
-        "llm4msr": {
-            "seeds": [1, 2], "embedding_dim": 4, "scenario_field": "scenario", "user_field": "user_id",
-            "cold_start_min_liked": 1,
-            "backbones": {"star": {"hidden_units": [8], "aux_units": [4]}, "mmoe": {"num_experts": 2, "expert_units": [8]}},
-            "enhancements": {"dn": {"dims": [8], "meta_hidden": 2}, "ours": {"user_dims": [8], "scenario_dims": [4],
-                                                                             "meta_hidden": 2}},
-            "train": {"batch_size": 128, "max_epochs": 2, "patience": 1, "progress": False},
-        },
+    """params.yaml with small LLM4MSR models, two seeds and a two-epoch budget; ``llm`` is the tiny Llama."""
+    return project_params({
+        "features.min_count": 1, "features.n_bins": 4,
+        "prompts.config": PROMPTS_CONFIG, "prompts.recent_n": 3,
+        "llm.name": llm,
+        "hidden_states.store": "store", "hidden_states.device": "cpu", "hidden_states.dtype": "auto",
+        "hidden_states.batch_size": 16, "hidden_states.max_length": 64, "hidden_states.shard_size": 64,
+        "hidden_states.user.model": "llm", "hidden_states.user.pooling": "last_token",
+        "hidden_states.scenario.model": "llm", "hidden_states.scenario.pooling": "last_token",
+        "train.seeds": [1, 2], "llm4msr.embedding_dim": 4, "llm4msr.scenario_field": "scenario",
+        "llm4msr.user_field": "user_id", "llm4msr.cold_start_min_liked": 1,
+        "llm4msr.backbones.star.hidden_units": [8], "llm4msr.backbones.star.aux_units": [4],
+        "llm4msr.backbones.mmoe.num_experts": 2, "llm4msr.backbones.mmoe.expert_units": [8],
+        "llm4msr.enhancements.dn.dims": [8], "llm4msr.enhancements.dn.meta_hidden": 2,
+        "llm4msr.enhancements.ours.user_dims": [8], "llm4msr.enhancements.ours.scenario_dims": [4],
+        "llm4msr.enhancements.ours.meta_hidden": 2,
+        "train.batch_size": 128, "train.max_epochs": 2, "llm4msr.train.patience": 1, "train.progress": False,
     })  # fmt: skip
+
+
+def cold_users(root: Path) -> set[str]:
+    """Users without a liked (label 1) training interaction: COLD_USER, and any the generator gave no click."""
+    train = pd.read_parquet(root / "artifacts" / "split" / "ml-100k" / "train.parquet")
+    return set(train["user_id"].astype(str)) - set(train.loc[train["label"] == 1, "user_id"].astype(str))
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """Split, features, prompts and tiny-Llama hidden states of a generated three-scenario dataset."""
     root = tmp_path_factory.mktemp("msr")
-    frame = make_interactions(n_users=60, n_items=40, per_user=20)
+    frame = make_interactions(n_users=60, n_items=40, per_user=20, scenarios="age")
     splits = split_table(frame, "random", (0.8, 0.1, 0.1), seed=0)
     splits["train"].loc[splits["train"]["user_id"] == COLD_USER, "label"] = 0
     folder = root / "artifacts" / "split" / "ml-100k"
@@ -94,7 +103,8 @@ def test_stage_writes_contract_outputs_and_loadable_checkpoints(root, stage, var
     expected = preds[(preds["seed"] == 2) & (preds["split"] == "test")].sort_values("row")["prob"].to_numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
     if variant.endswith("_ours"):
-        assert (summary["cold_users"], summary["warm_users"]) == (1, 59)
+        cold = cold_users(root)
+        assert COLD_USER in cold and (summary["cold_users"], summary["warm_users"]) == (len(cold), 60 - len(cold))
         assert 0 < summary["seeds"]["1"]["alpha"] < 1
 
 
@@ -102,11 +112,13 @@ def test_llm_states_align_with_encoder_ids_and_leave_cold_users_out(root):
     encoder, _ = features.load_encoded(root, "ml-100k")
     states = llm4msr.llm_states(make_params(), root, encoder)
     ids, raw = llm4msr.read_states(root, "ml-100k", "user")
-    row = encoder.vocabs["user_id"].index("7") + FIRST_ID
-    torch.testing.assert_close(states["users"][row], raw[ids.tolist().index("7")])
-    cold = encoder.vocabs["user_id"].index(COLD_USER) + FIRST_ID
-    assert not states["known"][cold] and not states["known"][:FIRST_ID].any()
-    assert int(states["known"].sum()) == len(encoder.vocabs["user_id"]) - 1
+    cold = cold_users(root)
+    warm = next(user for user in encoder.vocabs["user_id"] if user not in cold)
+    row = encoder.vocabs["user_id"].index(warm) + FIRST_ID
+    torch.testing.assert_close(states["users"][row], raw[ids.tolist().index(warm)])
+    rows = [encoder.vocabs["user_id"].index(user) + FIRST_ID for user in cold]
+    assert COLD_USER in cold and not states["known"][rows].any() and not states["known"][:FIRST_ID].any()
+    assert int(states["known"].sum()) == len(encoder.vocabs["user_id"]) - len(cold)
     scenario_ids, scenario_raw = llm4msr.read_states(root, "ml-100k", "scenario")
     for k, name in enumerate(encoder.vocabs["scenario"]):
         torch.testing.assert_close(states["scenarios"][k], scenario_raw[scenario_ids.tolist().index(name)])
@@ -162,3 +174,17 @@ def test_scenario_table_is_laid_out_like_the_paper():
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| mmoe", "| star", "| star_DN", "| star_EP", "| star_ours"]
     assert lines[-1] == "| star_ours | **0.7200** | 0.5700 | **0.7000** |"
     assert lines[2] == "| mmoe | **0.5000** | **0.5000** | **0.5000** |"
+
+
+def test_state_exports_name_a_model_inside_the_project_relative_to_it(root):
+    """The tiny Llama lies in the project folder: the exports name it relative to the project root (they
+    stay true when the project moves), and the shard store's manifest, shared by every project that uses
+    the same weights, names no model folder at all."""
+    from safetensors import safe_open
+
+    for kind in ("user", "scenario"):
+        path = root / "artifacts" / f"hidden_states_{kind}" / "ml-100k" / "states.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            assert json.loads(handle.metadata()["spec"])["model"] == "llama"
+    manifests = list((root / "store").glob("*/manifest.json"))
+    assert manifests and all("model" not in json.loads(m.read_text())["spec"] for m in manifests)

@@ -15,6 +15,7 @@ from assets.schema import columns_for
 from assets.tables import read_table, write_table
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
+from tests.fixtures_params import project_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prompts.yaml"
@@ -22,7 +23,7 @@ TITLES = {"10": "Alpha", "11": "Beta", "12": "Gamma", "13": "Delta", "14": "Epsi
 
 
 def params(dataset: str = "ml-100k", recent_n: int = 2, config: Path = CONFIG) -> Params:
-    return Params({"data": {"name": dataset}, "prompts": {"config": str(config), "recent_n": recent_n}})
+    return project_params({"data.name": dataset, "prompts.config": str(config), "prompts.recent_n": recent_n})
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:

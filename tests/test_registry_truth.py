@@ -19,7 +19,7 @@ from assets.imports import closure
 from assets.registry import STAGES, get_stage
 from llm4ctr.params import Params, load_params
 from orchestration import dvc_yaml
-from tests.serving_fixtures import bentoml_home
+from tests.fixtures_serving import bentoml_home
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = [("ingest", None), ("split", None), ("features", None), ("text", None), ("prompts", None),

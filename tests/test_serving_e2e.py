@@ -29,7 +29,7 @@ from models.metrics import auc
 from models.trainer import Trainer, TrainConfig, load_model
 from serving.launcher import bentoml_serve
 from assets.prediction_log import read_log
-from tests.serving_fixtures import DATA_MD5, DATASET, MODEL, ROOT, SEED, bentoml_home, build_project
+from tests.fixtures_serving import DATA_MD5, DATASET, MODEL, ROOT, SEED, bentoml_home, build_project
 
 MAX_BODY = 8 * 2**20
 

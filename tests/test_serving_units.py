@@ -20,7 +20,8 @@ from serving.guard import RequestGuard
 from assets.prediction_log import PredictionLog, log_sizes, new_rows, read_log
 from models.predictor import Predictor, RecordEncoder
 from serving.schemas import record_model, records_type
-from tests.ctr_fixtures import TINY, make_interactions, split
+from tests.fixtures_ctr import TINY
+from tests.fixtures_tables import make_interactions, split
 
 
 def records_of(frame: pd.DataFrame) -> list[dict]:

@@ -14,13 +14,14 @@ from assets.split import split_table
 from assets.tables import read_table, write_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
+from tests.fixtures_params import project_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prompts.yaml"
 
 
 def params(dataset: str = "ml-100k", config: Path = CONFIG) -> Params:
-    return Params({"data": {"name": dataset}, "prompts": {"config": str(config), "recent_n": 5}})
+    return project_params({"data.name": dataset, "prompts.config": str(config), "prompts.recent_n": 5})
 
 
 def test_movielens_sentence_per_field_exact(interactions):

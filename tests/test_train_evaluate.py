@@ -13,25 +13,25 @@ from assets import evaluate, features, train
 from assets.split import split_table
 from assets.tables import write_table
 from llm4ctr.params import Params
-from tests.conftest import make_interactions
+from tests.fixtures_params import project_params
+from tests.fixtures_tables import make_interactions
 
 
-def _params(**over) -> Params:
-    tree = {
-        "data": {"name": "ml-100k"},
-        "features": {"min_count": 1, "n_bins": 4},
-        "ctr": {"models": ["fm", "dnn"], "hparams": {"dnn": {"hidden_units": [16]}}},
-        "train": {"seeds": [3, 4], "max_epochs": 2, "batch_size": 256, "progress": False, "patience": 1},
-        "evaluate": {"base_model": "fm", "longtail_share": 0.2, "stages": ["train"]},
-    }
-    for key, value in over.items():
-        tree[key].update(value)
-    return Params(tree)
+def _params() -> Params:
+    """params.yaml with two small zoo models, two seeds and a two-epoch budget."""
+    return project_params({
+        "features.min_count": 1, "features.n_bins": 4,
+        "ctr.models": ["fm", "dnn"], "ctr.hparams": {"dnn": {"hidden_units": [16]}},
+        "train.seeds": [3, 4], "train.max_epochs": 2, "train.batch_size": 256, "train.progress": False,
+        "train.patience": 1,
+        "evaluate.base_model": "fm", "evaluate.longtail_share": 0.2,
+    })  # fmt: skip
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    splits = split_table(make_interactions(n_users=80, n_items=50, per_user=25), "random", (0.8, 0.1, 0.1), seed=0)
+    table = make_interactions(n_users=80, n_items=50, per_user=25, scenarios="age")
+    splits = split_table(table, "random", (0.8, 0.1, 0.1), seed=0)
     folder = tmp_path / "artifacts" / "split" / "ml-100k"
     folder.mkdir(parents=True)
     for name, df in splits.items():
@@ -51,9 +51,12 @@ def test_train_writes_predictions_and_loadable_checkpoints(root):
     encoder, arrays = features.load_encoded(root, "ml-100k")
     assert set(preds["seed"]) == {3, 4} and set(preds["split"]) == {"valid", "test"}
     assert (preds.groupby(["seed", "split"]).size().loc[(3, "test")]) == len(arrays["test"]["label"])
-    model = load_model(out / "seed3")
-    assert model.hidden_units == [16] if hasattr(model, "hidden_units") else True
     import torch
+
+    model = load_model(out / "seed3")
+    # the checkpoint rebuilds the configured DNN (ctr.hparams.dnn: one hidden layer of 16), not the default MLP
+    assert type(model).__name__ == "DNN" and model.build_config["hparams"]["hidden_units"] == [16]
+    assert [m.out_features for m in model.mlp.modules() if isinstance(m, torch.nn.Linear)] == [16]
 
     batch = {k: torch.as_tensor(v) for k, v in arrays["test"].items() if k != "label"}
     with torch.inference_mode():

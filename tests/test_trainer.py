@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from ctr_fixtures import TINY, encoded
 from safetensors.torch import load_file
 
 from llm4ctr.errors import DataError, ParamsError
 from models.ctr import build_model
 from models.trainer import FitResult, TrainConfig, Trainer, _epoch_rows, load_model
+from tests.fixtures_ctr import TINY, encoded
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = {**TINY["dnn"], "dropout": 0.1}  # dropout: the RNG must be replayed exactly on resume

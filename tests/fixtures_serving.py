@@ -1,7 +1,7 @@
 """A tiny project for the serving and drift tests: split files, a fitted encoder and a trained zoo
 checkpoint laid out exactly as the features and train stages write them (docs/CONTRACTS.md).
 
-The table is tests/ctr_fixtures' learnable synthetic MovieLens-like frame with the ML-100K scenario
+The table is tests/fixtures_tables' learnable synthetic MovieLens-like frame with the ML-100K scenario
 rule (age groups), so the model's probabilities depend on the features and an age-mix shift is visible
 in ``age``, ``scenario`` and the predictions.
 """
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -25,7 +24,8 @@ from llm4ctr.params import Params, load_params
 from models.ctr import build_model
 from models.features import FeatureEncoder, default_spec
 from models.trainer import Trainer, TrainConfig, save_model
-from tests.ctr_fixtures import TINY, make_interactions, split
+from tests.fixtures_ctr import TINY
+from tests.fixtures_tables import make_interactions, split
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "ml-100k"
@@ -48,15 +48,8 @@ def bentoml_home(path: Path) -> Iterator[None]:
             os.environ["BENTOML_HOME"] = previous
 
 
-def scenario_of(age: pd.Series) -> pd.Series:
-    """The ML-100K scenario (age group) of each age."""
-    group = np.where(age < 25, "age<25", np.where(age < 35, "age25-34", "age>=35"))
-    return pd.Series(group, index=age.index, dtype="string")
-
-
 def table(n_rows: int = 6000, seed: int = 0) -> pd.DataFrame:
-    frame = make_interactions(n_rows=n_rows, n_users=200, n_items=150, seed=seed)
-    return frame.assign(scenario=scenario_of(frame["age"]))
+    return make_interactions(n_rows=n_rows, n_users=200, n_items=150, seed=seed, scenarios="age")
 
 
 def build_project(root: Path, n_rows: int = 6000, epochs: int = 3) -> Params:
