@@ -3,6 +3,7 @@
 #               (PROFILE=full: the complete ML-100K tables; PROFILE=paper: ML-1M, larger PLM/LLM, GPU;
 #               profiles/*.yaml, run as a `dvc exp run`)
 #   make test   the test suite (fast; slow/network tests: make test-slow)
+#   make lint   ruff: lint and format check (configured in pyproject.toml); CI runs it before the tests
 #   make ui     Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
 #   make serve  the CTR service (BentoML) on 127.0.0.1:$(PORT), PORT=3000 by default
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test test-slow ui serve lock clean-artifacts bench-fuxictr dagster-home
+.PHONY: venv run test test-slow lint ui serve lock clean-artifacts bench-fuxictr dagster-home
 
 # the build's wall time goes to .install-seconds: the first `make run` after it records it as "venv"
 $(BIN)/.installed: pyproject.toml requirements.lock.txt
@@ -61,6 +62,10 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m "slow or network"

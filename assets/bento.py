@@ -39,8 +39,20 @@ REGISTRATION = "registration.json"
 FILES = ("model.json", "model.safetensors", "encoder.json")
 DEFAULT_HOME = "bentoml_home"
 # serving settings copied into the model's metadata (the service reads them at import time)
-SERVE_KEYS = ("max_records", "max_body_bytes", "max_batch_size", "max_latency_ms", "timeout_s", "workers",
-              "torch_threads", "log_dir", "log_max_pending", "access_log", "metrics", "tracing")
+SERVE_KEYS = (
+    "max_records",
+    "max_body_bytes",
+    "max_batch_size",
+    "max_latency_ms",
+    "timeout_s",
+    "workers",
+    "torch_threads",
+    "log_dir",
+    "log_max_pending",
+    "access_log",
+    "metrics",
+    "tracing",
+)
 
 
 def bentoml_home(root: Path) -> Path:
@@ -77,8 +89,10 @@ def test_metrics(root: Path, dataset: str, variant_dir: Path, seed: int) -> dict
     test = preds[(preds["seed"] == seed) & (preds["split"] == "test")].sort_values("row")
     labels = read_table(artifact_dir(root, "split", dataset) / "test.parquet")["label"].to_numpy()
     if len(test) != len(labels):
-        raise DataError(f"{variant_dir / PREDICTIONS}: {len(test)} test predictions for seed {seed}, "
-                        f"but the test split has {len(labels)} rows")
+        raise DataError(
+            f"{variant_dir / PREDICTIONS}: {len(test)} test predictions for seed {seed}, "
+            f"but the test split has {len(labels)} rows"
+        )
     probs = test["prob"].to_numpy(dtype=np.float64)
     return {"test_auc": round(auc(labels, probs), 6), "test_logloss": round(logloss(labels, probs), 6)}
 
@@ -131,19 +145,34 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     checkpoint, seed, summary = chosen_checkpoint(params, root)
     encoder_dir = artifact_dir(root, "features", dataset)
     encoder = FeatureEncoder.load(encoder_dir)
-    metrics = {"valid_auc": summary["seeds"][str(seed)]["valid_auc"],
-               **test_metrics(root, dataset, checkpoint.parent, seed)}
+    metrics = {
+        "valid_auc": summary["seeds"][str(seed)]["valid_auc"],
+        **test_metrics(root, dataset, checkpoint.parent, seed),
+    }
     lineage = {
         "params_digest": str(summary.get("params_digest", params.digest())),
         "data_md5": data_version(root),
         "checkpoint": portable(checkpoint, root),
     }
     fields = [{"name": f.name, "kind": f.kind} for f in encoder.spec.fields]
-    metadata = {"dataset": dataset, "stage": serve["stage"], "variant": serve["variant"], "seed": seed,
-                "metrics": metrics, "lineage": lineage, "fields": fields,
-                "serve": {key: serve[key] for key in SERVE_KEYS}}
-    labels = {"dataset": dataset, "stage": str(serve["stage"]), "variant": str(serve["variant"]), "seed": str(seed),
-              "params_digest": lineage["params_digest"], "data_md5": lineage["data_md5"]}
+    metadata = {
+        "dataset": dataset,
+        "stage": serve["stage"],
+        "variant": serve["variant"],
+        "seed": seed,
+        "metrics": metrics,
+        "lineage": lineage,
+        "fields": fields,
+        "serve": {key: serve[key] for key in SERVE_KEYS},
+    }
+    labels = {
+        "dataset": dataset,
+        "stage": str(serve["stage"]),
+        "variant": str(serve["variant"]),
+        "seed": str(seed),
+        "params_digest": lineage["params_digest"],
+        "data_md5": lineage["data_md5"],
+    }
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
         model_dir = tmp / MODEL_DIR
         model_dir.mkdir()
@@ -152,8 +181,14 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         shutil.copy2(encoder_dir / FILES[2], model_dir / FILES[2])
         tag = register(model_dir, serve["model_name"], labels, metadata, bentoml_home(root))
         write_json({"tag": tag, "labels": labels, **metadata}, tmp / REGISTRATION)
-    return {"tag": tag, "variant": serve["variant"], "seed": seed, **metrics, **lineage,
-            "store": str(bentoml_home(root) / "models")}
+    return {
+        "tag": tag,
+        "variant": serve["variant"],
+        "seed": seed,
+        **metrics,
+        **lineage,
+        "store": str(bentoml_home(root) / "models"),
+    }
 
 
 def registered_model_dir(root: Path, dataset: str) -> Path:

@@ -20,7 +20,8 @@ writes artifacts/clickprompt/<ds>/<variant>/ in the layout of docs/CONTRACTS.md:
     ctr_same_budget           the CTR model alone from scratch, trained on exactly the rows and settings of
                               the with-PLM variants: their RelaImpr base when those run on a subsample
 
-Texts come from the text stage (artifacts/text/<ds>/, a declared input). Budgets (the short default profile; null = the full split):
+Texts come from the text stage (artifacts/text/<ds>/, a declared input). Budgets (the short default
+profile; null = the full split):
 ``clickprompt.pretrain.rows`` seeded training rows for PA-MLM; ``clickprompt.finetune.rows`` and
 ``valid_rows`` the training and early-stopping validation rows of everything that runs the PLM in
 finetuning (and of ``ctr_same_budget``). The with-PLM variants' valid predictions cover those
@@ -41,8 +42,19 @@ import pandas as pd
 
 from assets.features import load_encoded
 from assets.registry import get_stage
-from assets.runs import (PREDICTIONS, SUMMARY, fit_seed, fit_summary, predictions_frame, resume_key, scored, seeds,
-                         train_config, work_dir, write_variant)
+from assets.runs import (
+    PREDICTIONS,
+    SUMMARY,
+    fit_seed,
+    fit_summary,
+    predictions_frame,
+    resume_key,
+    scored,
+    seeds,
+    train_config,
+    work_dir,
+    write_variant,
+)
 from assets.split import SPLITS
 from assets.tables import read_table, write_json, write_table
 from assets.train import model_hparams
@@ -94,14 +106,17 @@ def subsample(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, int(size), replace=False))
 
 
-def text_arrays(arrays: dict[str, np.ndarray], text: pd.Series, rows: np.ndarray, tokenizer,
-                max_length: int) -> dict[str, np.ndarray]:
+def text_arrays(
+    arrays: dict[str, np.ndarray], text: pd.Series, rows: np.ndarray, tokenizer, max_length: int
+) -> dict[str, np.ndarray]:
     """The encoded ID fields of ``rows`` plus their tokenized texts."""
     from models.clickprompt import tokenize
 
     if len(text) != len(arrays["label"]):
-        raise DataError(f"texts ({len(text)} rows) and encoded features ({len(arrays['label'])} rows) differ; "
-                        "re-run the text and features stages on the same split")
+        raise DataError(
+            f"texts ({len(text)} rows) and encoded features ({len(arrays['label'])} rows) differ; "
+            "re-run the text and features stages on the same split"
+        )
     return {**{k: v[rows] for k, v in arrays.items()}, **tokenize(text.iloc[rows].tolist(), tokenizer, max_length)}
 
 
@@ -142,17 +157,34 @@ def pamlm_objective(params: Params, vocab_sizes: dict[str, int], variant: str):
     torch.manual_seed(int(params.get_path("clickprompt.pretrain.seed")))
     mode = PRETRAIN_MODES[variant]
     plm_encoder, head, fresh = load_masked_lm(plm)
-    net = ClickPromptNet(_ctr(params, vocab_sizes), plm_encoder,
-                         int(params.get_path("clickprompt.num_prompts")) if mode else 0, mode or "layerwise")
-    objective = PAMLM(net, head, tokenizer.mask_token_id, tokenizer.all_special_ids, len(tokenizer),
-                      float(params.get_path("clickprompt.pretrain.mask_probability")), fresh)
+    net = ClickPromptNet(
+        _ctr(params, vocab_sizes),
+        plm_encoder,
+        int(params.get_path("clickprompt.num_prompts")) if mode else 0,
+        mode or "layerwise",
+    )
+    objective = PAMLM(
+        net,
+        head,
+        tokenizer.mask_token_id,
+        tokenizer.all_special_ids,
+        len(tokenizer),
+        float(params.get_path("clickprompt.pretrain.mask_probability")),
+        fresh,
+    )
     return objective, tokenizer, fresh
 
 
 def pretrain_work_dir(params: Params, root: Path, variant: str) -> Path:
     """The resumable PA-MLM checkpoint folder of pretrain variant ``variant``."""
-    return work_dir(root, PRETRAIN_STAGE, params.get_path("data.name"), variant,
-                    int(params.get_path("clickprompt.pretrain.seed")), resume_key(params, root, PRETRAIN_STAGE, variant))
+    return work_dir(
+        root,
+        PRETRAIN_STAGE,
+        params.get_path("data.name"),
+        variant,
+        int(params.get_path("clickprompt.pretrain.seed")),
+        resume_key(params, root, PRETRAIN_STAGE, variant),
+    )
 
 
 def pretrain(params: Params, root: Path, variant: str) -> dict[str, Any]:
@@ -165,19 +197,36 @@ def pretrain(params: Params, root: Path, variant: str) -> dict[str, Any]:
     config = PretrainConfig.from_dict(_settings(params, "clickprompt.pretrain", PRETRAIN_ONLY))
     encoder, arrays = load_encoded(root, dataset)
     objective, tokenizer, fresh = pamlm_objective(params, encoder.vocab_sizes, variant)
-    rows = subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.pretrain.rows"),
-                     int(params.get_path("clickprompt.subsample_seed")))
-    data = text_arrays(arrays["train"], texts(root, dataset)["train"], rows, tokenizer,
-                       int(params.get_path("clickprompt.max_length")))
+    rows = subsample(
+        len(arrays["train"]["label"]),
+        params.get_path("clickprompt.pretrain.rows"),
+        int(params.get_path("clickprompt.subsample_seed")),
+    )
+    data = text_arrays(
+        arrays["train"], texts(root, dataset)["train"], rows, tokenizer, int(params.get_path("clickprompt.max_length"))
+    )
     data.pop("label")  # PA-MLM sees no CTR label
     summary = run_pretrain(objective, data, pretrain_work_dir(params, root, variant), config)
     with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / variant) as tmp:
         objective.net.save(tmp, tokenizer)
-        write_json({"variant": variant, "plm": portable(params.get_path("plm.name"), root),
-                    "params_digest": params.digest(get_stage(PRETRAIN_STAGE).params),
-                    "fresh_head_params": fresh, **summary}, tmp / "summary.json")
-    return {"variant": variant, "rows": summary["rows"], "steps": summary["steps"], "loss_first": summary["loss_first"],
-            "loss_last": summary["loss_last"], "seconds": summary["seconds"]}
+        write_json(
+            {
+                "variant": variant,
+                "plm": portable(params.get_path("plm.name"), root),
+                "params_digest": params.digest(get_stage(PRETRAIN_STAGE).params),
+                "fresh_head_params": fresh,
+                **summary,
+            },
+            tmp / "summary.json",
+        )
+    return {
+        "variant": variant,
+        "rows": summary["rows"],
+        "steps": summary["steps"],
+        "loss_first": summary["loss_first"],
+        "loss_last": summary["loss_last"],
+        "seconds": summary["seconds"],
+    }
 
 
 # ---------------------------------------------------------------------- stage clickprompt
@@ -189,13 +238,21 @@ def finetune(params: Params, root: Path, variant: str) -> dict[str, Any]:
     key = resume_key(params, root, STAGE, variant)
     source = artifact_dir(root, PRETRAIN_STAGE, dataset) / spec.pretrained if spec.pretrained else None
     if source is not None and not (source / "clickprompt.json").is_file():
-        raise DataError(f"{source}: no PA-MLM checkpoint; add '{spec.pretrained}' to clickprompt.pretrain.variants "
-                        f"and run stage {PRETRAIN_STAGE}")
+        raise DataError(
+            f"{source}: no PA-MLM checkpoint; add '{spec.pretrained}' to clickprompt.pretrain.variants "
+            f"and run stage {PRETRAIN_STAGE}"
+        )
     run = _finetune_with_plm if spec.with_plm else _finetune_wo_plm
     with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         records, per_seed, extra, valid_rows = run(params, root, variant, spec, source, key, tmp)
-        summary = {"variant": variant, "stage": STAGE, "pretrained_from": portable(source, root) if source else None,
-                   "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed, **extra}
+        summary = {
+            "variant": variant,
+            "stage": STAGE,
+            "pretrained_from": portable(source, root) if source else None,
+            "params_digest": params.digest(get_stage(STAGE).params),
+            "seeds": per_seed,
+            **extra,
+        }
         if valid_rows is None:
             write_variant(tmp, records, summary)
         else:  # valid predictions of some rows only (the PLM is costly): say which
@@ -209,8 +266,10 @@ def finetune(params: Params, root: Path, variant: str) -> dict[str, Any]:
 def _budget(params: Params, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, early-stopping validation rows) of the with-PLM budget (``finetune.rows``, ``valid_rows``)."""
     seed = int(params.get_path("clickprompt.subsample_seed"))
-    return (subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.finetune.rows"), seed),
-            subsample(len(arrays["valid"]["label"]), params.get_path("clickprompt.finetune.valid_rows"), seed))
+    return (
+        subsample(len(arrays["train"]["label"]), params.get_path("clickprompt.finetune.rows"), seed),
+        subsample(len(arrays["valid"]["label"]), params.get_path("clickprompt.finetune.valid_rows"), seed),
+    )
 
 
 def _finetune_wo_plm(params, root, variant, spec, source, key, out):
@@ -233,10 +292,21 @@ def _finetune_wo_plm(params, root, variant, spec, source, key, out):
         torch.manual_seed(seed)
         model = pretrained_ctr(source) if source is not None else _ctr(params, encoder.vocab_sizes)
         _, per_seed[seed], predictions = fit_seed(
-            model, train_config(params, seed, **overrides), train, valid, scored(arrays),
-            work_dir(root, STAGE, dataset, variant, seed, key), out / f"seed{seed}")
+            model,
+            train_config(params, seed, **overrides),
+            train,
+            valid,
+            scored(arrays),
+            work_dir(root, STAGE, dataset, variant, seed, key),
+            out / f"seed{seed}",
+        )
         records += [(seed, split, p) for split, p in predictions]
-    return records, per_seed, {"train_rows": len(train["label"]), "early_stopping_valid_rows": len(valid["label"])}, None
+    return (
+        records,
+        per_seed,
+        {"train_rows": len(train["label"]), "early_stopping_valid_rows": len(valid["label"])},
+        None,
+    )
 
 
 def _finetune_with_plm(params, root, variant, spec, source, key, out):
@@ -258,9 +328,12 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
     max_length = int(params.get_path("clickprompt.max_length"))
     split_texts = texts(root, dataset)
     train_rows, valid_rows = _budget(params, arrays)
-    data = {"train": text_arrays(arrays["train"], split_texts["train"], train_rows, tokenizer, max_length),
-            "test": text_arrays(arrays["test"], split_texts["test"], np.arange(len(arrays["test"]["label"])), tokenizer,
-                                max_length)}
+    data = {
+        "train": text_arrays(arrays["train"], split_texts["train"], train_rows, tokenizer, max_length),
+        "test": text_arrays(
+            arrays["test"], split_texts["test"], np.arange(len(arrays["test"]["label"])), tokenizer, max_length
+        ),
+    }
     early_stopping = text_arrays(arrays["valid"], split_texts["valid"], valid_rows, tokenizer, max_length)
 
     records, per_seed = [], {}
@@ -271,8 +344,10 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
         trainer = Trainer(model, train_config(params, seed, **dict(settings["train"])))
         started = time.perf_counter()
         result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, variant, seed, key))
-        per_seed[seed] = {**fit_summary(result, len(train_rows), time.perf_counter() - started),
-                          "alpha": round(float(model.alpha.detach()), 4)}
+        per_seed[seed] = {
+            **fit_summary(result, len(train_rows), time.perf_counter() - started),
+            "alpha": round(float(model.alpha.detach()), 4),
+        }
         for split, rows in (("valid", early_stopping), ("test", data["test"])):
             started = time.perf_counter()
             records.append((seed, split, _predict_by_length(trainer, rows)))
@@ -280,14 +355,25 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
         seed_dir = out / f"seed{seed}"
         seed_dir.mkdir()
         save_weights(model, seed_dir / "model.safetensors")
-        write_text(seed_dir / "clickprompt.json", json.dumps({"variant": variant, "pretrained_from": portable(source, root)
-                                                              if source else None, **settings}, indent=2, default=str))
-    return (records, per_seed, {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
-            valid_rows)
+        write_text(
+            seed_dir / "clickprompt.json",
+            json.dumps(
+                {"variant": variant, "pretrained_from": portable(source, root) if source else None, **settings},
+                indent=2,
+                default=str,
+            ),
+        )
+    return (
+        records,
+        per_seed,
+        {"train_rows": int(len(train_rows)), "early_stopping_valid_rows": int(len(valid_rows))},
+        valid_rows,
+    )
 
 
-def with_plm_model(params: Params, vocab_sizes: dict[str, int], spec: FinetuneSpec, source: Path | None,
-                   settings: dict[str, Any]):
+def with_plm_model(
+    params: Params, vocab_sizes: dict[str, int], spec: FinetuneSpec, source: Path | None, settings: dict[str, Any]
+):
     """The untrained ``ClickPromptWithPLM`` of a with-PLM variant: from the PA-MLM checkpoint ``source``, or
     (``source`` None) a fresh CTR model and the public PLM, prompted as ``spec.mode`` says."""
     from transformers import AutoModel
@@ -297,11 +383,15 @@ def with_plm_model(params: Params, vocab_sizes: dict[str, int], spec: FinetuneSp
     if source is not None:
         net = ClickPromptNet.load(source)
     else:
-        net = ClickPromptNet(_ctr(params, vocab_sizes), AutoModel.from_pretrained(_plm(params)),
-                             int(params.get_path("clickprompt.num_prompts")) if spec.mode else 0,
-                             spec.mode or "layerwise")
-    return ClickPromptWithPLM(net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]),
-                              float(settings["plm_lr"]))
+        net = ClickPromptNet(
+            _ctr(params, vocab_sizes),
+            AutoModel.from_pretrained(_plm(params)),
+            int(params.get_path("clickprompt.num_prompts")) if spec.mode else 0,
+            spec.mode or "layerwise",
+        )
+    return ClickPromptWithPLM(
+        net, settings["pooling"], tuple(settings["head_units"]), float(settings["alpha"]), float(settings["plm_lr"])
+    )
 
 
 def load_with_plm(params: Params, root: Path, vocab_sizes: dict[str, int], seed_dir: Path):

@@ -18,7 +18,8 @@ size unless ``drift.cat_method`` / ``drift.num_method`` name one: with a referen
 Jensen-Shannon distance for categorical and normed Wasserstein distance for numeric columns, both
 at 0.1); a segment DRIFTS when the share of drifted columns reaches ``drift.drift_share``. Small
 samples false-alarm (on ML-100K a random 300-row test sample "drifts" in 3 of 7 columns, the whole
-10k-row test split in none), hence ``drift.min_segment_rows``. Writes artifacts/drift/<ds>/: ``<segment>.html`` and ``<segment>.json`` per
+10k-row test split in none), hence ``drift.min_segment_rows``. Writes artifacts/drift/<ds>/:
+``<segment>.html`` and ``<segment>.json`` per
 tested segment and ``summary.json`` (per segment: rows, drifted columns, scores, share, drifted).
 The Dagster asset check (orchestration/monitoring.py) fails when any tested segment drifts; a
 sensor re-runs the stage when the log has grown by ``drift.rerun_rows`` predictions. The log is
@@ -61,12 +62,17 @@ def segment_file(segment: str) -> str:
 
 def drift_columns(fields: list[dict[str, str]], exclude: list[str]) -> dict[str, str]:
     """Column -> ``numeric`` | ``categorical`` for the encoder ``fields`` kept, plus the prediction."""
-    columns = {f["name"]: "numeric" if f["kind"] == "numeric" else "categorical"
-               for f in fields if f["name"] not in set(exclude)}
+    columns = {
+        f["name"]: "numeric" if f["kind"] == "numeric" else "categorical"
+        for f in fields
+        if f["name"] not in set(exclude)
+    }
     return {**columns, PREDICTION: "numeric"}
 
 
-def current_traffic(params: Params, root: Path, dataset: str, test: pd.DataFrame, predictor) -> tuple[pd.DataFrame, str]:
+def current_traffic(
+    params: Params, root: Path, dataset: str, test: pd.DataFrame, predictor
+) -> tuple[pd.DataFrame, str]:
     """(frame with a ``prediction`` column, "log" | "test"): the served log when it is long enough."""
     from assets.prediction_log import read_log
 
@@ -93,10 +99,16 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, s
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    definition = DataDefinition(numerical_columns=[c for c, k in columns.items() if k == "numeric"],
-                                categorical_columns=[c for c, k in columns.items() if k == "categorical"])
-    preset = DataDriftPreset(columns=list(columns), drift_share=float(cfg["drift_share"]),
-                             cat_method=cfg.get("cat_method"), num_method=cfg.get("num_method"))
+    definition = DataDefinition(
+        numerical_columns=[c for c, k in columns.items() if k == "numeric"],
+        categorical_columns=[c for c, k in columns.items() if k == "categorical"],
+    )
+    preset = DataDriftPreset(
+        columns=list(columns),
+        drift_share=float(cfg["drift_share"]),
+        cat_method=cfg.get("cat_method"),
+        num_method=cfg.get("num_method"),
+    )
     return Report([preset], include_tests=True).run(
         Dataset.from_pandas(_evidently_frame(current, columns), data_definition=definition),
         Dataset.from_pandas(_evidently_frame(reference, columns), data_definition=definition),
@@ -113,20 +125,35 @@ def _figures(snapshot: Any, drift_share: float) -> dict[str, Any]:
             scores[config["column"]] = round(float(metric["value"]), 6)
             methods[config["column"]] = f"{config.get('method')} (threshold {config.get('threshold')})"
     drifted = sorted(
-        test["metric_config"]["params"]["column"] for test in result["tests"]
+        test["metric_config"]["params"]["column"]
+        for test in result["tests"]
         if test["metric_config"]["params"].get("type", "").endswith(":ValueDrift") and test["status"] == "FAIL"
     )
     share = len(drifted) / len(scores) if scores else 0.0
-    return {"drifted_columns": drifted, "n_columns": len(scores), "share": round(share, 6),
-            "drifted": share >= drift_share, "scores": scores, "methods": methods}
+    return {
+        "drifted_columns": drifted,
+        "n_columns": len(scores),
+        "share": round(share, 6),
+        "drifted": share >= drift_share,
+        "scores": scores,
+        "methods": methods,
+    }
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame, columns: dict[str, str],
-            cfg: dict[str, Any], longtail_share: float, out_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+def compare(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    train: pd.DataFrame,
+    columns: dict[str, str],
+    cfg: dict[str, Any],
+    longtail_share: float,
+    out_dir: Path | None = None,
+) -> dict[str, dict[str, Any]]:
     """Drift of ``current`` against ``reference``, overall and per long-tail segment.
 
     Both frames carry ``user_id``, ``item_id``, the ``columns`` and ``prediction``; long-tail users
-    and items are the least frequent in ``train`` holding ``longtail_share`` of its rows. With ``out_dir`` each tested segment's
+    and items are the least frequent in ``train`` holding ``longtail_share`` of its rows. With
+    ``out_dir`` each tested segment's
     report is saved there as HTML and JSON.
     """
     from models.metrics import SEGMENTS, longtail_mask
@@ -137,8 +164,10 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame,
     def masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         user = longtail_mask(user_counts, frame["user_id"].astype(str), share)
         item = longtail_mask(item_counts, frame["item_id"].astype(str), share)
-        return {OVERALL: np.ones(len(frame), dtype=bool),
-                **{name: (user == lt_user) & (item == lt_item) for name, (lt_user, lt_item) in SEGMENTS.items()}}
+        return {
+            OVERALL: np.ones(len(frame), dtype=bool),
+            **{name: (user == lt_user) & (item == lt_item) for name, (lt_user, lt_item) in SEGMENTS.items()},
+        }
 
     ref_masks, cur_masks = masks(reference), masks(current)
     results = {}
@@ -146,8 +175,12 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, train: pd.DataFrame,
         ref, cur = reference[ref_masks[segment]], current[cur_masks[segment]]
         entry: dict[str, Any] = {"rows_reference": int(len(ref)), "rows_current": int(len(cur))}
         if min(len(ref), len(cur)) < int(cfg["min_segment_rows"]):
-            results[segment] = {**entry, "tested": False, "drifted": False,
-                                "reason": f"fewer than {cfg['min_segment_rows']} rows (drift.min_segment_rows)"}
+            results[segment] = {
+                **entry,
+                "tested": False,
+                "drifted": False,
+                "reason": f"fewer than {cfg['min_segment_rows']} rows (drift.min_segment_rows)",
+            }
             continue
         snapshot = _report(ref, cur, columns, cfg)
         if out_dir is not None:
@@ -177,10 +210,17 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     current, source = current_traffic(params, root, dataset, splits["test"], predictor)
     columns = drift_columns(registration["fields"], list(cfg["exclude_columns"]))
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
-        segments = compare(reference, current, train, columns, cfg, float(params.get_path("evaluate.longtail_share")),
-                           out_dir=tmp)
-        summary = {"dataset": dataset, "model": registration["tag"], "source": source,
-                   "columns": columns, "drift_share": float(cfg["drift_share"]), "segments": segments}
+        segments = compare(
+            reference, current, train, columns, cfg, float(params.get_path("evaluate.longtail_share")), out_dir=tmp
+        )
+        summary = {
+            "dataset": dataset,
+            "model": registration["tag"],
+            "source": source,
+            "columns": columns,
+            "drift_share": float(cfg["drift_share"]),
+            "segments": segments,
+        }
         write_json(summary, tmp / SUMMARY)
     return metadata(summary)
 
@@ -194,7 +234,9 @@ def metadata(summary: dict[str, Any]) -> dict[str, Any]:
         share = (f"{s['share']:.2f}" + (" **DRIFT**" if s["drifted"] else "")) if s["tested"] else "-"
         lines.append(f"| {name} | {s['rows_reference']} / {s['rows_current']} | {cols} | {share} |")
     return {
-        "dataset": summary["dataset"], "model": summary["model"], "source": summary["source"],
+        "dataset": summary["dataset"],
+        "model": summary["model"],
+        "source": summary["source"],
         "rows_current": segments[OVERALL]["rows_current"],
         "drifted_share": {name: (s["share"] if s["tested"] else None) for name, s in segments.items()},
         "drifted_segments": [name for name, s in segments.items() if s["drifted"]],

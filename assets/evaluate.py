@@ -49,7 +49,9 @@ def discover(root: Path, dataset: str, stages: list[str]) -> dict[str, Path]:
             if not path.parent.name.startswith("."):  # a run being written (or killed) in a .tmp- folder
                 found[path.parent.name] = path
     if not found:
-        raise DataError(f"no {PREDICTIONS} under artifacts/{{{','.join(stages)}}}/{dataset}/; run the training stages first")
+        raise DataError(
+            f"no {PREDICTIONS} under artifacts/{{{','.join(stages)}}}/{dataset}/; run the training stages first"
+        )
     return found
 
 
@@ -73,9 +75,15 @@ class TestSet:
         splits = load_splits(root, params.get_path("data.name"))
         train, test = splits["train"], splits["test"]
         share = float(params.get_path("evaluate.longtail_share"))
-        return cls(train, test, share, test["label"].to_numpy(dtype=np.float64), test["scenario"].astype(str).to_numpy(),
-                   longtail_mask(train["user_id"].value_counts(), test["user_id"], share),
-                   longtail_mask(train["item_id"].value_counts(), test["item_id"], share))
+        return cls(
+            train,
+            test,
+            share,
+            test["label"].to_numpy(dtype=np.float64),
+            test["scenario"].astype(str).to_numpy(),
+            longtail_mask(train["user_id"].value_counts(), test["user_id"], share),
+            longtail_mask(train["item_id"].value_counts(), test["item_id"], share),
+        )
 
     def seed_probs(self, path: Path) -> dict[int, np.ndarray]:
         """seed -> test probabilities in test-row order from a predictions.parquet; DataError naming
@@ -85,8 +93,9 @@ class TestSet:
         for seed, group in preds[preds["split"] == "test"].groupby("seed", sort=True):
             probs = group.sort_values("row")["prob"].to_numpy()
             if len(probs) != len(self.y):
-                raise DataError(f"{path}: seed {seed} has {len(probs)} test predictions, the test split has "
-                                f"{len(self.y)} rows")
+                raise DataError(
+                    f"{path}: seed {seed} has {len(probs)} test predictions, the test split has {len(self.y)} rows"
+                )
             out[int(seed)] = probs
         return out
 
@@ -98,8 +107,10 @@ class TestSet:
         """The long-tail share and the test rows of each 2x2 segment (the tables' column headers)."""
         from models.metrics import SEGMENTS
 
-        return {"longtail_share": self.share, "test_rows": {
-            k: int(((self.lt_user == u) & (self.lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()}}
+        return {
+            "longtail_share": self.share,
+            "test_rows": {k: int(((self.lt_user == u) & (self.lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()},
+        }
 
 
 def score_seed(y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item) -> dict[str, Any]:
@@ -174,14 +185,20 @@ def run(params: Params, root: Path) -> dict[str, Any]:
 
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
         write_text(tmp / "results.md", table)
-        write_json({"dataset": dataset, "base_model": base, "segments": segments, "models": results}, tmp / "results.json")
+        write_json(
+            {"dataset": dataset, "base_model": base, "segments": segments, "models": results}, tmp / "results.json"
+        )
         for kind, frames in (("roc", roc), ("calibration", calib)):
             (tmp / kind).mkdir()
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
                 frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
     update_metrics(Path(root) / METRICS, dataset, results)
-    return {"dataset": dataset, "models": len(results), **{f"auc_{k}": v["auc"] for k, v in results.items()},
-            "results_md": table}
+    return {
+        "dataset": dataset,
+        "models": len(results),
+        **{f"auc_{k}": v["auc"] for k, v in results.items()},
+        "results_md": table,
+    }
 
 
 def update_metrics(path: Path, dataset: str, results: dict[str, Any]) -> None:
@@ -201,20 +218,35 @@ def results_markdown(dataset: str, results: dict[str, Any], base: str, segments:
     """The tables of the papers: overall (Table 2), long-tail segments (Table 6), per scenario."""
     names = list(results)
     scenarios = sorted({s for r in results.values() for s in r["per_scenario"]})
-    lines = [f"### {dataset}: test set, mean over seeds (RelaImpr vs {base})", "",
-             "| model | stage | AUC | ± | LogLoss | RelaImpr | seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {dataset}: test set, mean over seeds (RelaImpr vs {base})",
+        "",
+        "| model | stage | AUC | ± | LogLoss | RelaImpr | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for n in names:
         r = results[n]
-        lines.append(f"| {n} | {r['stage']} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
-                     f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |")
+        lines.append(
+            f"| {n} | {r['stage']} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
+            f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |"
+        )
     rows = segments["test_rows"]
-    lines += ["", f"Long-tail segments (bottom {segments['longtail_share']:.0%} of training interactions), test AUC:", "",
-              "| model | " + " | ".join(f"{t} (n={rows[k]})" for k, t in SEGMENT_TITLES.items()) + " |",
-              "|---|" + "---|" * len(SEGMENT_TITLES)]
+    lines += [
+        "",
+        f"Long-tail segments (bottom {segments['longtail_share']:.0%} of training interactions), test AUC:",
+        "",
+        "| model | " + " | ".join(f"{t} (n={rows[k]})" for k, t in SEGMENT_TITLES.items()) + " |",
+        "|---|" + "---|" * len(SEGMENT_TITLES),
+    ]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_segment"].get(k)) for k in SEGMENT_TITLES) + " |")
-    lines += ["", "Per-scenario test AUC:", "", "| model | " + " | ".join(scenarios) + " |",
-              "|---|" + "---|" * len(scenarios)]
+    lines += [
+        "",
+        "Per-scenario test AUC:",
+        "",
+        "| model | " + " | ".join(scenarios) + " |",
+        "|---|" + "---|" * len(scenarios),
+    ]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_scenario"].get(s)) for s in scenarios) + " |")
     return "\n".join(lines) + "\n"
@@ -223,14 +255,20 @@ def results_markdown(dataset: str, results: dict[str, Any], base: str, segments:
 def zoo_markdown(dataset: str, results: dict[str, Any], base: str, order: list[str]) -> str:
     """The README's table: the baselines of the ``train`` stage in ``order`` (params ``ctr.models``; test
     AUC / LogLoss, mean over seeds)."""
-    lines = [f"{dataset}, test set, mean ± std of AUC over seeds (RelaImpr vs {base}; `dvc repro`, "
-             "docs/RESULTS.md has every variant):", "",
-             "| model | AUC | ± | LogLoss | RelaImpr | seeds |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{dataset}, test set, mean ± std of AUC over seeds (RelaImpr vs {base}; `dvc repro`, "
+        "docs/RESULTS.md has every variant):",
+        "",
+        "| model | AUC | ± | LogLoss | RelaImpr | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     zoo = [n for n in results if results[n]["stage"] == "train"]
     for name in sorted(zoo, key=lambda n: order.index(n) if n in order else len(order)):
         r = results[name]
-        lines.append(f"| {name} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
-                     f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |")
+        lines.append(
+            f"| {name} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | {_fmt(r['logloss'])} | "
+            f"{_fmt(r['relaimpr'], pct=True)} | {r['seeds']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

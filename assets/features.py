@@ -37,7 +37,12 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             np.savez(tmp / f"{name}.npz", **arrays)
             if name != "train":
                 oov[name] = {f: round(float((a == 1).mean()), 4) for f, a in arrays.items() if f != "label"}
-    return {"dataset": dataset, "fields": list(encoder.vocab_sizes), "vocab_sizes": encoder.vocab_sizes, "oov_rate": oov}
+    return {
+        "dataset": dataset,
+        "fields": list(encoder.vocab_sizes),
+        "vocab_sizes": encoder.vocab_sizes,
+        "oov_rate": oov,
+    }
 
 
 def load_encoded(root: Path, dataset: str):

@@ -52,13 +52,19 @@ def encoder_for(params: Params, kind: str) -> Encoder:
     """The frozen model, pooling, length limit, device and dtype configured for ``kind``'s cache."""
     role = params.get_path(f"hidden_states.{kind}.model")
     if role not in ROLES:
-        raise ParamsError(f"{params.source}: hidden_states.{kind}.model must be one of {', '.join(ROLES)}, got {role!r}")
+        raise ParamsError(
+            f"{params.source}: hidden_states.{kind}.model must be one of {', '.join(ROLES)}, got {role!r}"
+        )
     pooling = params.get_path(f"hidden_states.{kind}.pooling")
     if pooling not in POOLINGS:
-        raise ParamsError(f"{params.source}: hidden_states.{kind}.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        raise ParamsError(
+            f"{params.source}: hidden_states.{kind}.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}"
+        )
     dtype = params.get_path("hidden_states.dtype")
     if dtype != "auto" and dtype not in DTYPES:
-        raise ParamsError(f"{params.source}: hidden_states.dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ParamsError(
+            f"{params.source}: hidden_states.dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}"
+        )
     max_length = _positive_int(params, "hidden_states.max_length")
     model = resolve(str(params.get_path(f"{role}.name")))
     return Encoder(model, fingerprint(model), pooling, max_length, str(params.get_path("hidden_states.device")), dtype)
@@ -74,7 +80,9 @@ def token_histogram(tokens: list[int]) -> dict[str, int]:
     """Counts of token lengths in power-of-two bins: {"<=16": n, "17-32": n, ..., ">4096": n}."""
     edges = (0, *TOKEN_BINS, np.inf)
     counts, _ = np.histogram(np.asarray(tokens, dtype=float), bins=np.asarray(edges) + 0.5)
-    labels = [f"<={TOKEN_BINS[0]}"] + [f"{a + 1}-{b}" for a, b in zip(TOKEN_BINS, TOKEN_BINS[1:])] + [f">{TOKEN_BINS[-1]}"]
+    labels = (
+        [f"<={TOKEN_BINS[0]}"] + [f"{a + 1}-{b}" for a, b in zip(TOKEN_BINS, TOKEN_BINS[1:])] + [f">{TOKEN_BINS[-1]}"]
+    )
     return {label: int(n) for label, n in zip(labels, counts)}
 
 
@@ -104,16 +112,25 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
     if run.rank != 0:
         return figures
     states = read_states(run)
-    spec = {**run.spec, "model": portable(run.spec["model"], root), "dim": run.dim, "template_id": template_id,
-            "kind": kind, "dataset": dataset}  # the model folder relative to the project when inside it
+    spec = {
+        **run.spec,
+        "model": portable(run.spec["model"], root),
+        "dim": run.dim,
+        "template_id": template_id,
+        "kind": kind,
+        "dataset": dataset,
+    }  # the model folder relative to the project when inside it
     with atomic_dir(artifact_dir(root, stage_name(kind), dataset)) as tmp:
-        save_tensors({"states": states}, tmp / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)})
+        save_tensors(
+            {"states": states}, tmp / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)}
+        )
         index = pd.DataFrame({ID_COLUMNS[kind]: prompts[ID_COLUMNS[kind]], "key": run.keys, "tokens": run.tokens})
         write_table(index, tmp / "index.parquet")
     tokens = np.asarray(run.tokens)
     return {
         **figures,
-        "model": encoder.model, "model_id": encoder.model_id, "pooling": encoder.pooling, "device": run.device, "dtype": run.dtype,
+        "model": encoder.model, "model_id": encoder.model_id, "pooling": encoder.pooling,
+        "device": run.device, "dtype": run.dtype,
         "count": len(prompts), "distinct_texts": run.hits + run.misses, "dim": run.dim,
         "tokens_mean": round(float(tokens.mean()), 1) if len(tokens) else 0.0,
         "tokens_max": int(tokens.max()) if len(tokens) else 0,

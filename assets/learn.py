@@ -79,8 +79,10 @@ class Catalogue:
     def of(cls, splits: dict[str, pd.DataFrame]) -> Catalogue:
         """Every item and user of any split (the LLM gives unseen items a content embedding too)."""
         frames = [splits[s] for s in SPLITS]
-        return cls(sorted(set().union(*(f["item_id"].astype(str) for f in frames))),
-                   sorted(set().union(*(f["user_id"].astype(str) for f in frames))))
+        return cls(
+            sorted(set().union(*(f["item_id"].astype(str) for f in frames))),
+            sorted(set().union(*(f["user_id"].astype(str) for f in frames))),
+        )
 
     def item_indices(self, frame: pd.DataFrame) -> np.ndarray:
         return frame["item_id"].astype(str).map(self.item_index).to_numpy(dtype=np.int64)
@@ -124,8 +126,10 @@ def item_content(params: Params, root: Path, catalogue: Catalogue):
     rows = pd.Series(np.arange(len(index)), index=index["item_id"].astype(str))
     missing = [item for item in catalogue.items if item not in rows.index]
     if missing:
-        raise DataError(f"{folder}: no content embedding for {len(missing)} item(s) of the splits "
-                        f"(first: {missing[0]}); re-run the prompts and hidden_states_item stages")
+        raise DataError(
+            f"{folder}: no content embedding for {len(missing)} item(s) of the splits "
+            f"(first: {missing[0]}); re-run the prompts and hidden_states_item stages"
+        )
     content = torch.zeros(len(catalogue.items) + 1, states.shape[1])
     content[1:] = states[torch.as_tensor(rows[catalogue.items].to_numpy())]
     if params.get_path("learn.center_content"):
@@ -178,12 +182,23 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
     content = item_content(params, root, catalogue) if kind else None
     base = tower_config(params, 0)
     held = {s: interactions(params, splits[s]) for s in ("valid", "test")}
-    queries = {s: Queries.build(seqs, f["user_id"].astype(str), catalogue.item_indices(f), f["timestamp"],
-                                catalogue.user_rows, base.history_len) for s, f in held.items()}
+    queries = {
+        s: Queries.build(
+            seqs,
+            f["user_id"].astype(str),
+            catalogue.item_indices(f),
+            f["timestamp"],
+            catalogue.user_rows,
+            base.history_len,
+        )
+        for s, f in held.items()
+    }
     test_items = held["test"]["item_id"].astype(str).to_numpy()[queries["test"].rows]
     train_counts = splits["train"]["item_id"].astype(str).value_counts()
-    segments = {"lt_item": longtail_mask(train_counts, test_items, float(params.get_path("evaluate.longtail_share"))),
-                "cold_item": ~pd.Index(test_items).isin(train_counts.index)}
+    segments = {
+        "lt_item": longtail_mask(train_counts, test_items, float(params.get_path("evaluate.longtail_share"))),
+        "cold_item": ~pd.Index(test_items).isin(train_counts.index),
+    }
     key = resume_key(params, root, TOWER_STAGE, variant)
     per_seed = {}
     with atomic_dir(artifact_dir(root, TOWER_STAGE, dataset) / variant) as tmp:
@@ -191,16 +206,32 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
             torch.manual_seed(seed)
             model = build_tower(params, variant, catalogue, content, max(base.history_len, base.target_len))
             started = time.perf_counter()
-            result = fit_tower(model, seqs, queries["valid"], seen, tower_config(params, seed),
-                               work_dir(root, TOWER_STAGE, dataset, variant, seed, key))
-            per_seed[seed] = _retrieval_figures(result, query_ranks(model, queries["test"], seen), segments,
-                                                time.perf_counter() - started)
+            result = fit_tower(
+                model,
+                seqs,
+                queries["valid"],
+                seen,
+                tower_config(params, seed),
+                work_dir(root, TOWER_STAGE, dataset, variant, seed, key),
+            )
+            per_seed[seed] = _retrieval_figures(
+                result, query_ranks(model, queries["test"], seen), segments, time.perf_counter() - started
+            )
             save_tower(model, tmp / f"seed{seed}")
-        mean = {key: round(float(np.mean([s["test"][key] for s in per_seed.values()])), 6)
-                for key in per_seed[next(iter(per_seed))]["test"]}
-        summary = {"tower": variant, "kind": kind, "sequence": params.get_path("learn.sequence"),
-                   "params_digest": params.digest(get_stage(TOWER_STAGE).params), "queries": {s: len(q.targets) for s, q in queries.items()},
-                   "dropped": {s: q.dropped for s, q in queries.items()}, "test_mean": mean, "seeds": per_seed}
+        mean = {
+            key: round(float(np.mean([s["test"][key] for s in per_seed.values()])), 6)
+            for key in per_seed[next(iter(per_seed))]["test"]
+        }
+        summary = {
+            "tower": variant,
+            "kind": kind,
+            "sequence": params.get_path("learn.sequence"),
+            "params_digest": params.digest(get_stage(TOWER_STAGE).params),
+            "queries": {s: len(q.targets) for s, q in queries.items()},
+            "dropped": {s: q.dropped for s, q in queries.items()},
+            "test_mean": mean,
+            "seeds": per_seed,
+        }
         write_json(summary, tmp / "retrieval.json")
     write_json({"tower": variant, **mean}, artifact_dir(root, TOWER_STAGE, dataset) / f"retrieval-{variant}.json")
     return {"tower": variant, **{f"test_{k}": v for k, v in mean.items()}}
@@ -213,9 +244,13 @@ def _retrieval_figures(result: dict, ranks: np.ndarray, segments: dict[str, np.n
     for name, mask in segments.items():
         figures = recall_ndcg(ranks[mask], K)
         test.update({f"{name}_{key}": value for key, value in figures.items()})
-    return {"best_epoch": result["best_epoch"], "epochs": result["epoch"],
-            "valid": {k: v for k, v in result["best"].items() if k not in ("queries", "dropped")},
-            "test": {k: round(float(v), 6) for k, v in test.items()}, "train_seconds": round(seconds, 2)}
+    return {
+        "best_epoch": result["best_epoch"],
+        "epochs": result["epoch"],
+        "valid": {k: v for k, v in result["best"].items() if k not in ("queries", "dropped")},
+        "test": {k: round(float(v), 6) for k, v in test.items()},
+        "train_seconds": round(seconds, 2),
+    }
 
 
 # ---------------------------------------------------------------------- stage learn_embed
@@ -231,14 +266,19 @@ def run_embed(params: Params, root: Path, variant: str) -> dict[str, Any]:
     catalogue = Catalogue.of(splits)
     seqs = training_sequences(params, splits, catalogue)
     history_len = tower_config(params, 0).history_len
-    histories = {s: histories_before(seqs, f["user_id"].astype(str), f["timestamp"], history_len)
-                 for s, f in splits.items()}
+    histories = {
+        s: histories_before(seqs, f["user_id"].astype(str), f["timestamp"], history_len) for s, f in splits.items()
+    }
     towers = artifact_dir(root, TOWER_STAGE, dataset) / variant
-    figures: dict[str, Any] = {"tower": variant, "empty_history_rows": {s: int((h == 0).all(1).sum())
-                                                                      for s, h in histories.items()}}
+    figures: dict[str, Any] = {
+        "tower": variant,
+        "empty_history_rows": {s: int((h == 0).all(1).sum()) for s, h in histories.items()},
+    }
     with atomic_dir(artifact_dir(root, EMBED_STAGE, dataset) / variant) as tmp:
-        write_table(pd.DataFrame({"item_id": catalogue.items, "row": np.arange(1, len(catalogue.items) + 1)}),
-                    tmp / "items.parquet")
+        write_table(
+            pd.DataFrame({"item_id": catalogue.items, "row": np.arange(1, len(catalogue.items) + 1)}),
+            tmp / "items.parquet",
+        )
         for seed in seeds(params):
             model = load_tower(towers / f"seed{seed}")
             tensors = {"items": embed_items(model, len(catalogue.items))}
@@ -250,7 +290,9 @@ def run_embed(params: Params, root: Path, variant: str) -> dict[str, Any]:
     return figures
 
 
-def learn_features(root: Path, dataset: str, tower: str, seed: int, splits: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+def learn_features(
+    root: Path, dataset: str, tower: str, seed: int, splits: dict[str, pd.DataFrame]
+) -> dict[str, np.ndarray]:
     """Per split, the [rows, 2D] float32 [user_emb, item_emb] of every row (split-file order)."""
     from safetensors.numpy import load_file
 
@@ -277,8 +319,10 @@ def parse_ranker_variant(params: Params, variant: str) -> tuple[str, str]:
 
     backbone, _, tower = variant.partition("_")
     if backbone not in MODELS or tower not in TOWERS:
-        raise ParamsError(f"{params.source}: learn.ranker.variants: '{variant}' must be <zoo model>_<tower> with a "
-                          f"model of {sorted(MODELS)} and a tower of {sorted(TOWERS)}")
+        raise ParamsError(
+            f"{params.source}: learn.ranker.variants: '{variant}' must be <zoo model>_<tower> with a "
+            f"model of {sorted(MODELS)} and a tower of {sorted(TOWERS)}"
+        )
     return backbone, tower
 
 
@@ -307,10 +351,24 @@ def run_ranker(params: Params, root: Path, variant: str) -> dict[str, Any]:
             except TypeError as exc:
                 raise ParamsError(f"{params.source}: learn.ranker: {exc}") from None
             _, per_seed[seed], predictions = fit_seed(
-                model, train_config(params, seed), data["train"], data["valid"], scored(data),
-                work_dir(root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}")
+                model,
+                train_config(params, seed),
+                data["train"],
+                data["valid"],
+                scored(data),
+                work_dir(root, STAGE, dataset, variant, seed, key),
+                tmp / f"seed{seed}",
+            )
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": variant, "stage": STAGE, "backbone": backbone, "tower": tower, "hparams": hparams,
-                   "ranker": ranker, "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed}
+        summary = {
+            "variant": variant,
+            "stage": STAGE,
+            "backbone": backbone,
+            "tower": tower,
+            "hparams": hparams,
+            "ranker": ranker,
+            "params_digest": params.digest(get_stage(STAGE).params),
+            "seeds": per_seed,
+        }
         write_variant(tmp, records, summary)
     return {"variant": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

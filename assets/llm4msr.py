@@ -57,7 +57,9 @@ def msr_hparams(params: Params, variant: str) -> dict[str, Any]:
         "embedding_dim": int(params.get_path("llm4msr.embedding_dim")),
         "scenario_field": str(params.get_path("llm4msr.scenario_field")),
         "backbone_params": dict(params.get_path(f"llm4msr.backbones.{backbone}")),
-        "enhancement_params": dict(params.get_path(f"llm4msr.enhancements.{enhancement}") if enhancement != "plain" else {}),
+        "enhancement_params": dict(
+            params.get_path(f"llm4msr.enhancements.{enhancement}") if enhancement != "plain" else {}
+        ),
     }
 
 
@@ -66,12 +68,16 @@ def check_scenarios(encoder, arrays: dict[str, dict[str, np.ndarray]], field: st
     from models.features import FIRST_ID
 
     if field not in encoder.vocab_sizes:
-        raise ParamsError(f"llm4msr.scenario_field '{field}' is not a feature field (fields: {list(encoder.vocab_sizes)})")
+        raise ParamsError(
+            f"llm4msr.scenario_field '{field}' is not a feature field (fields: {list(encoder.vocab_sizes)})"
+        )
     for split, columns in arrays.items():
         unseen = int((columns[field] < FIRST_ID).sum())
         if unseen:
-            raise DataError(f"{split}: {unseen} row(s) have a '{field}' value absent from the training split; "
-                            f"every scenario needs training rows (training scenarios: {encoder.vocabs[field]})")
+            raise DataError(
+                f"{split}: {unseen} row(s) have a '{field}' value absent from the training split; "
+                f"every scenario needs training rows (training scenarios: {encoder.vocabs[field]})"
+            )
 
 
 def read_states(root: Path, dataset: str, kind: str) -> tuple[pd.Series, torch.Tensor]:
@@ -99,14 +105,19 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     from models.features import FIRST_ID
 
     dataset = params.get_path("data.name")
-    user_field, scenario_field = str(params.get_path("llm4msr.user_field")), str(params.get_path("llm4msr.scenario_field"))
+    user_field, scenario_field = (
+        str(params.get_path("llm4msr.user_field")),
+        str(params.get_path("llm4msr.scenario_field")),
+    )
     min_liked = int(params.get_path("llm4msr.cold_start_min_liked"))
     kind = str(params.get_path("llm4msr.user_states"))
     user_ids, user_states = read_states(root, dataset, "user")
     scenario_ids, scenario_states = read_states(root, dataset, "scenario")
     if user_states.shape[1] != scenario_states.shape[1]:
-        raise DataError(f"user states are {user_states.shape[1]}-d but scenario states {scenario_states.shape[1]}-d; "
-                        "both must come from the same LLM")
+        raise DataError(
+            f"user states are {user_states.shape[1]}-d but scenario states {scenario_states.shape[1]}-d; "
+            "both must come from the same LLM"
+        )
 
     prompts = read_table(artifact_dir(root, PROMPTS_STAGE, dataset) / "user.parquet")
     liked = pd.Series(prompts["n_liked"].to_numpy(), index=prompts["user_id"].astype(str))
@@ -120,12 +131,21 @@ def llm_states(params: Params, root: Path, encoder) -> dict[str, Any]:
     positions = pd.Series(np.arange(len(scenario_ids)), index=scenario_ids.to_numpy())
     missing = [s for s in encoder.vocabs[scenario_field] if s not in positions.index]
     if missing:
-        raise DataError(f"{artifact_dir(root, STATE_STAGES['scenario'], dataset)}: no state for scenario(s) {missing}; "
-                        "re-run the prompts and hidden_states_scenario stages")
+        raise DataError(
+            f"{artifact_dir(root, STATE_STAGES['scenario'], dataset)}: no state for scenario(s) {missing}; "
+            "re-run the prompts and hidden_states_scenario stages"
+        )
     scenarios = scenario_states[torch.as_tensor(positions[encoder.vocabs[scenario_field]].to_numpy())]
     in_training = encoder.vocab_sizes[user_field] - FIRST_ID
-    return {"users": users, "known": known, "scenarios": scenarios, "dim": int(user_states.shape[1]),
-            "warm_users": int(known.sum()), "cold_users": in_training - int(known.sum()), "user_states": kind}
+    return {
+        "users": users,
+        "known": known,
+        "scenarios": scenarios,
+        "dim": int(user_states.shape[1]),
+        "warm_users": int(known.sum()),
+        "cold_users": in_training - int(known.sum()),
+        "user_states": kind,
+    }
 
 
 def control(states: torch.Tensor, kind: str) -> torch.Tensor:
@@ -168,14 +188,25 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
             if ours:
                 model.enhancement.set_llm_states(states["users"], states["known"], states["scenarios"])
             trainer, per_seed[seed], predictions = fit_seed(
-                model, train_config(params, seed, **dict(params.get_path("llm4msr.train"))), arrays["train"],
-                arrays["valid"], scored(arrays), work_dir(root, stage, dataset, variant, seed, key), tmp / f"seed{seed}")
+                model,
+                train_config(params, seed, **dict(params.get_path("llm4msr.train"))),
+                arrays["train"],
+                arrays["valid"],
+                scored(arrays),
+                work_dir(root, stage, dataset, variant, seed, key),
+                tmp / f"seed{seed}",
+            )
             if ours:
                 per_seed[seed]["alpha"] = round(float(trainer.model.enhancement.alpha.detach()), 4)
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": variant, "stage": stage, "hparams": hparams,
-                   "params_digest": params.digest(get_stage(stage).params), "seeds": per_seed,
-                   "scenarios": list(encoder.vocabs[hparams["scenario_field"]])}
+        summary = {
+            "variant": variant,
+            "stage": stage,
+            "hparams": hparams,
+            "params_digest": params.digest(get_stage(stage).params),
+            "seeds": per_seed,
+            "scenarios": list(encoder.vocabs[hparams["scenario_field"]]),
+        }
         if ours:
             summary.update({k: states[k] for k in ("warm_users", "cold_users", "user_states")})
         write_variant(tmp, records, summary)
@@ -215,12 +246,17 @@ def scenario_table(models: dict[str, dict[str, Any]], scenarios: list[str] | Non
     suffix = {"plain": "", "dn": "_DN", "ep": "_EP", "ours": "_ours"}
     lines = ["| model | " + " | ".join(scenarios) + " | overall |", "|---" * (len(scenarios) + 2) + "|"]
     for backbone in BACKBONES:
-        block = [(backbone + suffix[e], models[variant_name(backbone, e)]) for e in ENHANCEMENTS
-                 if variant_name(backbone, e) in models]
+        block = [
+            (backbone + suffix[e], models[variant_name(backbone, e)])
+            for e in ENHANCEMENTS
+            if variant_name(backbone, e) in models
+        ]
         columns = [[entry.get("per_scenario", {}).get(s, float("nan")) for _, entry in block] for s in scenarios]
         columns.append([entry["auc"] for _, entry in block])
         best = [np.nanmax(c) if len(c) and not np.all(np.isnan(c)) else None for c in columns]
         for row, (label, _) in enumerate(block):
-            cells = [f"**{c[row]:.4f}**" if b is not None and c[row] == b else f"{c[row]:.4f}" for c, b in zip(columns, best)]
+            cells = [
+                f"**{c[row]:.4f}**" if b is not None and c[row] == b else f"{c[row]:.4f}" for c, b in zip(columns, best)
+            ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -37,8 +37,13 @@ _STOP = object()
 class PredictionLog:
     """Asynchronous, append-only JSON-lines writer of served predictions into ``directory``."""
 
-    def __init__(self, directory: str | Path, max_pending: int = 10_000, max_file_bytes: int = 64 * 2**20,
-                 flush_seconds: float = 0.5):
+    def __init__(
+        self,
+        directory: str | Path,
+        max_pending: int = 10_000,
+        max_file_bytes: int = 64 * 2**20,
+        flush_seconds: float = 0.5,
+    ):
         self.directory = Path(directory)
         self.max_file_bytes = max_file_bytes
         self.flush_seconds = flush_seconds
@@ -63,8 +68,12 @@ class PredictionLog:
     @property
     def stats(self) -> dict[str, int]:
         """Records written, dropped (queue full or write failed), write errors, batches waiting."""
-        return {"written": self.written, "dropped": self.dropped, "errors": self.errors,
-                "pending_batches": self._queue.qsize()}
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "pending_batches": self._queue.qsize(),
+        }
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the writer thread (waits at most ``timeout`` seconds)."""
@@ -119,8 +128,13 @@ class PredictionLog:
         self.errors += 1
         self.dropped += n
         if self.errors == 1 or self.errors % 1000 == 0:
-            log.warning("prediction log %s: write failed (%d errors so far, %d records dropped): %s",
-                        self.directory, self.errors, self.dropped, exc)
+            log.warning(
+                "prediction log %s: write failed (%d errors so far, %d records dropped): %s",
+                self.directory,
+                self.errors,
+                self.dropped,
+                exc,
+            )
         if self._file is not None:  # reopen on the next write
             try:
                 self._file.close()
@@ -156,8 +170,14 @@ def read_log(directory: str | Path, last: int | None = None) -> pd.DataFrame:
             for line in handle:
                 try:
                     entry = json.loads(line)
-                    rows.append({**entry["features"], "prob": float(entry["prob"]),
-                                 "model_version": str(entry["model_version"]), "time": float(entry["time"])})
+                    rows.append(
+                        {
+                            **entry["features"],
+                            "prob": float(entry["prob"]),
+                            "model_version": str(entry["model_version"]),
+                            "time": float(entry["time"]),
+                        }
+                    )
                 except (ValueError, KeyError, TypeError):
                     continue
     frame = pd.DataFrame(rows, columns=None if rows else ["prob", "model_version", "time"])

@@ -109,7 +109,9 @@ def formatted(frame: pd.DataFrame, columns: list[str], config: Params, key: str,
 def template_hash(config: Params, kind: str, extra: dict[str, Any] | None = None) -> str:
     """A short hash of everything that shapes ``kind``'s texts (lineage metadata)."""
     shared = {k: config.get_path(k) for k in ("missing", "list_separator", "values")}
-    blob = json.dumps({"section": config.get_path(kind), "shared": shared, **(extra or {})}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"section": config.get_path(kind), "shared": shared, **(extra or {})}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -150,12 +152,18 @@ def scenario_prompts(train: pd.DataFrame, scenarios: list[str], config: Params) 
                 f"{where}.descriptions: no 'description' and 'knowledge' for scenario '{row['scenario']}' "
                 "and no usable 'default' entry"
             )
-        info[row["scenario"]] = {k: render(str(entry[k]), f"{where}.descriptions", **row) for k in ("description", "knowledge")}
+        info[row["scenario"]] = {
+            k: render(str(entry[k]), f"{where}.descriptions", **row) for k in ("description", "knowledge")
+        }
     overview = config.get_path("scenario.overview")
-    overviews = " ".join(render(overview, f"{where}.overview", **row, **info[row["scenario"]]) for row in stats.to_dict("records"))
+    overviews = " ".join(
+        render(overview, f"{where}.overview", **row, **info[row["scenario"]]) for row in stats.to_dict("records")
+    )
     template = config.get_path("scenario.template")
     texts = [
-        render(template, f"{where}.template", **row, **info[row["scenario"]], overviews=overviews, n_scenarios=len(stats))
+        render(
+            template, f"{where}.template", **row, **info[row["scenario"]], overviews=overviews, n_scenarios=len(stats)
+        )
         for row in stats.to_dict("records")
     ]
     return stats.assign(text=texts)[["scenario", "text", "interactions", "users", "items", "sparsity", "positive_rate"]]

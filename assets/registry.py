@@ -37,8 +37,9 @@ VARIANT = "{variant}"
 PARAM_REF = re.compile(r"\$\{([a-z_.]+)\}")  # ${serve.stage}: a params value inside a path
 # Settings that choose which runs happen or how they look, never what one run learns: left out of a
 # stage's resume key, so adding a seed, turning bars off or changing threads resumes finished work.
-RUNTIME_KEYS = frozenset({"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every",
-                          "log_every", "stop_at"})
+RUNTIME_KEYS = frozenset(
+    {"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every", "log_every", "stop_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -164,14 +165,23 @@ _PRODUCERS: tuple[Stage, ...] = (
         func="assets.clickprompt:pretrain",
         deps=("artifacts/features/{dataset}", "artifacts/text/{dataset}"),
         outs=("artifacts/clickprompt_pretrain/{dataset}/{variant}",),
-        params=("data.name", "ctr", "plm.name", "clickprompt.ctr_model", "clickprompt.num_prompts",
-                "clickprompt.max_length", "clickprompt.subsample_seed", "clickprompt.pretrain"),
+        params=(
+            "data.name",
+            "ctr",
+            "plm.name",
+            "clickprompt.ctr_model",
+            "clickprompt.num_prompts",
+            "clickprompt.max_length",
+            "clickprompt.subsample_seed",
+            "clickprompt.pretrain",
+        ),
         fan_out="clickprompt.pretrain.variants",
         resumable=True,
     ),
     Stage(
         name="clickprompt",
-        description="ClickPrompt finetuning (w/o PLM, with PLM, ablations) from the PA-MLM checkpoints; predict valid/test.",
+        description="ClickPrompt finetuning (w/o PLM, with PLM, ablations) from the PA-MLM checkpoints; "
+        "predict valid/test.",
         func="assets.clickprompt:finetune",
         deps=("artifacts/features/{dataset}", "artifacts/text/{dataset}", "artifacts/clickprompt_pretrain/{dataset}"),
         outs=("artifacts/clickprompt/{dataset}/{variant}",),
@@ -195,8 +205,12 @@ _PRODUCERS: tuple[Stage, ...] = (
         name="llm4msr",
         description="LLM4MSR: a backbone under meta layers generated from cached LLM user/scenario states, per seed.",
         func="assets.llm4msr:run",
-        deps=("artifacts/features/{dataset}", "artifacts/prompts/{dataset}", "artifacts/hidden_states_user/{dataset}",
-              "artifacts/hidden_states_scenario/{dataset}"),
+        deps=(
+            "artifacts/features/{dataset}",
+            "artifacts/prompts/{dataset}",
+            "artifacts/hidden_states_user/{dataset}",
+            "artifacts/hidden_states_scenario/{dataset}",
+        ),
         outs=("artifacts/llm4msr/{dataset}/{variant}",),
         params=("data.name", "train", "llm4msr"),
         fan_out="llm4msr.enhanced",
@@ -209,8 +223,15 @@ _PRODUCERS: tuple[Stage, ...] = (
         func="assets.learn:run_tower",
         deps=("artifacts/split/{dataset}", "artifacts/hidden_states_item/{dataset}"),
         outs=("artifacts/learn_tower/{dataset}/{variant}",),
-        params=("data.name", "train.seeds", "evaluate.longtail_share", "learn.sequence", "learn.center_content",
-                "learn.tower", "learn.tower_train"),
+        params=(
+            "data.name",
+            "train.seeds",
+            "evaluate.longtail_share",
+            "learn.sequence",
+            "learn.center_content",
+            "learn.tower",
+            "learn.tower_train",
+        ),
         metrics=("artifacts/learn_tower/{dataset}/retrieval-{variant}.json",),
         fan_out="learn.towers",
         resumable=True,
@@ -254,8 +275,11 @@ STAGES: tuple[Stage, ...] = (
         name="bento",
         description="Register the served CTR-only checkpoint + its encoder in the BentoML store (metrics, lineage).",
         func="assets.bento:run",
-        deps=("artifacts/split/{dataset}", "artifacts/features/{dataset}",
-              "artifacts/${serve.stage}/{dataset}/${serve.variant}"),
+        deps=(
+            "artifacts/split/{dataset}",
+            "artifacts/features/{dataset}",
+            "artifacts/${serve.stage}/{dataset}/${serve.variant}",
+        ),
         outs=("artifacts/bento/{dataset}",),
         params=("data.name", "serve"),
     ),
@@ -284,7 +308,8 @@ def upstream(stage: Stage, params) -> list[str]:
     return [
         other.name
         for other in STAGES
-        if other is not stage and any(_overlap(d, o) for d in deps for o in other.paths("outs", DATASET, VARIANT, params))
+        if other is not stage
+        and any(_overlap(d, o) for d in deps for o in other.paths("outs", DATASET, VARIANT, params))
     ]
 
 

@@ -46,12 +46,18 @@ def resume_key(params: Params, root: Path, stage_name: str, variant: str | None 
 
     def strip(value: Any, key: str) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v, f"{key}.{k}") for k, v in value.items()
-                    if k not in RUNTIME_KEYS and f"{key}.{k}" not in fan_out}
+            return {
+                k: strip(v, f"{key}.{k}")
+                for k, v in value.items()
+                if k not in RUNTIME_KEYS and f"{key}.{k}" not in fan_out
+            }
         return value
 
-    values = {k: strip(params.get_path(k), k) for k in stage.params
-              if k.rsplit(".", 1)[-1] not in RUNTIME_KEYS and k not in fan_out}
+    values = {
+        k: strip(params.get_path(k), k)
+        for k in stage.params
+        if k.rsplit(".", 1)[-1] not in RUNTIME_KEYS and k not in fan_out
+    }
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
     for dep in stage.paths("deps", params.get_path("data.name"), variant, params):
         _hash_tree(digest, Path(root) / dep)
@@ -82,8 +88,14 @@ def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, key:
 def predictions_frame(records: list[tuple[int, str, np.ndarray]]) -> pd.DataFrame:
     """(seed, split, probabilities in split-file order) records -> the predictions table."""
     frames = [
-        pd.DataFrame({"seed": np.int64(seed), "split": split, "row": np.arange(len(p), dtype=np.int64),
-                      "prob": np.asarray(p, dtype=np.float64)})
+        pd.DataFrame(
+            {
+                "seed": np.int64(seed),
+                "split": split,
+                "row": np.arange(len(p), dtype=np.int64),
+                "prob": np.asarray(p, dtype=np.float64),
+            }
+        )
         for seed, split, p in records
     ]
     return pd.concat(frames, ignore_index=True)

@@ -34,7 +34,9 @@ ORDER = ["timestamp", "user_id", "item_id"]
 
 
 def _check_ratios(ratios: Any) -> tuple[float, float, float]:
-    if not (isinstance(ratios, (list, tuple)) and len(ratios) == 3 and all(isinstance(r, (int, float)) for r in ratios)):
+    if not (
+        isinstance(ratios, (list, tuple)) and len(ratios) == 3 and all(isinstance(r, (int, float)) for r in ratios)
+    ):
         raise ParamsError(f"split.ratios must be three numbers (train, valid, test), got {ratios!r}")
     if any(r <= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         raise ParamsError(f"split.ratios must be positive and sum to 1, got {ratios!r}")

@@ -41,10 +41,21 @@ def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
             torch.manual_seed(seed)
             model = build_model(variant, encoder.vocab_sizes, **hparams)
             _, per_seed[seed], predictions = fit_seed(
-                model, train_config(params, seed), arrays["train"], arrays["valid"], scored(arrays),
-                work_dir(root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}")
+                model,
+                train_config(params, seed),
+                arrays["train"],
+                arrays["valid"],
+                scored(arrays),
+                work_dir(root, STAGE, dataset, variant, seed, key),
+                tmp / f"seed{seed}",
+            )
             records += [(seed, split, p) for split, p in predictions]
-        summary = {"variant": variant, "stage": STAGE, "hparams": hparams,
-                   "params_digest": params.digest(get_stage(STAGE).params), "seeds": per_seed}
+        summary = {
+            "variant": variant,
+            "stage": STAGE,
+            "hparams": hparams,
+            "params_digest": params.digest(get_stage(STAGE).params),
+            "seeds": per_seed,
+        }
         write_variant(tmp, records, summary)
     return {"model": variant, **{f"seed{s}_valid_auc": v["valid_auc"] for s, v in per_seed.items()}}

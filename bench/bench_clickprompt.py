@@ -83,19 +83,29 @@ def build(params, encoder) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
     models, sources = {"dcnv2": build_model("dcnv2", encoder.vocab_sizes, **model_hparams(params, "dcnv2"))}, {}
     sources["dcnv2"] = "zoo, fresh"
     if finetuned:
-        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = load_model(finetuned[0].parent), str(finetuned[0].parent)
+        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = (
+            load_model(finetuned[0].parent),
+            str(finetuned[0].parent),
+        )
     elif (pretrained / "clickprompt.json").is_file():
-        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = pretrained_ctr(pretrained), str(pretrained / "ctr")
+        models["clickprompt_wo_plm"], sources["clickprompt_wo_plm"] = (
+            pretrained_ctr(pretrained),
+            str(pretrained / "ctr"),
+        )
     if (pretrained / "clickprompt.json").is_file():
         net, sources["clickprompt_with_plm"] = ClickPromptNet.load(pretrained), str(pretrained)
     else:
         plm = resolve(params.get_path("plm.name"))
-        net = ClickPromptNet(build_model(name, encoder.vocab_sizes, **model_hparams(params, name)),
-                             AutoModel.from_pretrained(plm), int(params.get_path("clickprompt.num_prompts")))
+        net = ClickPromptNet(
+            build_model(name, encoder.vocab_sizes, **model_hparams(params, name)),
+            AutoModel.from_pretrained(plm),
+            int(params.get_path("clickprompt.num_prompts")),
+        )
         sources["clickprompt_with_plm"] = f"{plm} (no PA-MLM checkpoint yet)"
     finetune = params.get_path("clickprompt.finetune")
-    models["clickprompt_with_plm"] = ClickPromptWithPLM(net, finetune["pooling"], tuple(finetune["head_units"]),
-                                                        float(finetune["alpha"]), float(finetune["plm_lr"]))
+    models["clickprompt_with_plm"] = ClickPromptWithPLM(
+        net, finetune["pooling"], tuple(finetune["head_units"]), float(finetune["alpha"]), float(finetune["plm_lr"])
+    )
     return models, sources
 
 
@@ -161,29 +171,44 @@ def probe(argv: list[str]) -> None:
     dataset = params.get_path("data.name")
     encoder, arrays = load_encoded(root, dataset)
     objective, tokenizer, _ = pamlm_objective(params, encoder.vocab_sizes, args.variant)
-    state = torch.load(pretrain_work_dir(params, root, args.variant) / "state.pt", map_location="cpu", weights_only=True)
+    state = torch.load(
+        pretrain_work_dir(params, root, args.variant) / "state.pt", map_location="cpu", weights_only=True
+    )
     objective.load_state_dict(state["model"])
     objective.eval()
     rows = np.sort(np.random.default_rng(0).choice(len(arrays["valid"]["label"]), args.rows, replace=False))
-    data = text_arrays(arrays["valid"], texts(root, dataset)["valid"], rows, tokenizer,
-                       int(params.get_path("clickprompt.max_length")))
+    data = text_arrays(
+        arrays["valid"], texts(root, dataset)["valid"], rows, tokenizer, int(params.get_path("clickprompt.max_length"))
+    )
     fields = list(encoder.vocab_sizes)
-    sums = {name: np.zeros(3) for name in (["own"] if args.variant == "plain" else ["own", "other"])}  # loss * masked, correct, masked
+    sums = {
+        name: np.zeros(3) for name in (["own"] if args.variant == "plain" else ["own", "other"])
+    }  # loss * masked, correct, masked
     with torch.inference_mode():
         for i, start in enumerate(range(0, args.rows, 64)):
-            batch = {k: torch.as_tensor(v[start:start + 64]) for k, v in data.items() if k != "label"}
+            batch = {k: torch.as_tensor(v[start : start + 64]) for k, v in data.items() if k != "label"}
             rolled = {**batch, **{f: batch[f].roll(1, dims=0) for f in fields}}
             for name, b in zip(sums, (batch, rolled)):
                 out = objective(b, generator=torch.Generator().manual_seed(i))  # the same masks for both
-                sums[name] += [float(out["loss"]) * out["masked"], float(out["accuracy"]) * out["masked"], out["masked"]]
-    result = {name: {"mlm_loss": v[0] / v[2], "mlm_accuracy": v[1] / v[2], "masked_tokens": int(v[2])}
-              for name, v in sums.items()}
+                sums[name] += [
+                    float(out["loss"]) * out["masked"],
+                    float(out["accuracy"]) * out["masked"],
+                    out["masked"],
+                ]
+    result = {
+        name: {"mlm_loss": v[0] / v[2], "mlm_accuracy": v[1] / v[2], "masked_tokens": int(v[2])}
+        for name, v in sums.items()
+    }
     result.update(step=int(state["step"]), rows=args.rows, overrides=args.set, root=str(root))
     said = {"own": "own prompts" if "other" in sums else "no prompts", "other": "another row's prompts"}
-    text = (f"PA-MLM probe `{args.name}` (step {state['step']}, {args.rows} validation texts, "
-            f"{result['own']['masked_tokens']} masked tokens): "
-            + "; ".join(f"{said[n]} loss {result[n]['mlm_loss']:.4f} / accuracy {result[n]['mlm_accuracy']:.4f}"
-                        for n in sums) + ".\n")
+    text = (
+        f"PA-MLM probe `{args.name}` (step {state['step']}, {args.rows} validation texts, "
+        f"{result['own']['masked_tokens']} masked tokens): "
+        + "; ".join(
+            f"{said[n]} loss {result[n]['mlm_loss']:.4f} / accuracy {result[n]['mlm_accuracy']:.4f}" for n in sums
+        )
+        + ".\n"
+    )
     print(text)
     print(json.dumps(result, indent=2))
     replace_block(RESULTS, f"probe_{args.name}", text)
@@ -204,14 +229,19 @@ def branches(argv: list[str]) -> None:
     model, plm = load_with_plm(params, root, encoder.vocab_sizes, seed_dir)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     n = len(arrays["test"]["label"])
-    test = text_arrays(arrays["test"], texts(root, dataset)["test"], np.arange(n), tokenizer,
-                       int(params.get_path("clickprompt.max_length")))
+    test = text_arrays(
+        arrays["test"],
+        texts(root, dataset)["test"],
+        np.arange(n),
+        tokenizer,
+        int(params.get_path("clickprompt.max_length")),
+    )
     order = np.argsort(test["attention_mask"].sum(axis=1), kind="stable")  # batches of similar length
     parts = {"fused": np.empty(n), "ctr_logit": np.empty(n), "plm_logit": np.empty(n)}
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, n, 256):
-            rows = order[start:start + 256]
+            rows = order[start : start + 256]
             out = model(batch_of(test, rows, text=True))
             for part, key in (("fused", "logit"), ("ctr_logit", "ctr_logit"), ("plm_logit", "plm_logit")):
                 parts[part][rows] = out[key].double().numpy()
@@ -219,12 +249,17 @@ def branches(argv: list[str]) -> None:
     test_set = evaluate.TestSet.load(params, root)
     scores = {part: test_set.score(1 / (1 + np.exp(-logit))) for part, logit in parts.items()}
     segments = list(test_set.segment_rows()["test_rows"])
-    lines = [f"Branches of `{args.variant}` seed {args.seed} (`{args.name}`, {n} test rows, alpha "
-             f"{float(model.alpha.detach()):.4f}, {seconds:.0f} s at {args.threads} thread(s)), test AUC:", "",
-             "| part | overall | " + " | ".join(segments) + " |", "|---|---|" + "---|" * len(segments)]
+    lines = [
+        f"Branches of `{args.variant}` seed {args.seed} (`{args.name}`, {n} test rows, alpha "
+        f"{float(model.alpha.detach()):.4f}, {seconds:.0f} s at {args.threads} thread(s)), test AUC:",
+        "",
+        "| part | overall | " + " | ".join(segments) + " |",
+        "|---|---|" + "---|" * len(segments),
+    ]
     for part, score in scores.items():
-        lines.append(f"| {part} | {score['auc']:.4f} | "
-                     + " | ".join(f"{score['per_segment'][k]:.4f}" for k in segments) + " |")
+        lines.append(
+            f"| {part} | {score['auc']:.4f} | " + " | ".join(f"{score['per_segment'][k]:.4f}" for k in segments) + " |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     replace_block(RESULTS, f"branches_{args.name}", text)
@@ -256,16 +291,21 @@ def main() -> None:
     plm = models["clickprompt_with_plm"].net.encoder
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(sources["clickprompt_with_plm"] + "/plm"
-                                              if Path(sources["clickprompt_with_plm"], "plm").is_dir()
-                                              else resolve(params.get_path("plm.name")))
+    tokenizer = AutoTokenizer.from_pretrained(
+        sources["clickprompt_with_plm"] + "/plm"
+        if Path(sources["clickprompt_with_plm"], "plm").is_dir()
+        else resolve(params.get_path("plm.name"))
+    )
     max_length = int(params.get_path("clickprompt.max_length"))
     split_texts = texts(ROOT, dataset)
     rng = np.random.default_rng(0)
     test_rows = np.sort(rng.choice(len(arrays["test"]["label"]), max(args.requests + 5, args.batch), replace=False))
     test = text_arrays(arrays["test"], split_texts["test"], test_rows, tokenizer, max_length)
-    sizes = {"dcnv2": int(params.get_path("train.batch_size")), "clickprompt_wo_plm": int(params.get_path("train.batch_size")),
-             "clickprompt_with_plm": int(params.get_path("clickprompt.finetune.train.batch_size"))}
+    sizes = {
+        "dcnv2": int(params.get_path("train.batch_size")),
+        "clickprompt_wo_plm": int(params.get_path("train.batch_size")),
+        "clickprompt_with_plm": int(params.get_path("clickprompt.finetune.train.batch_size")),
+    }
     train_rows = rng.choice(len(arrays["train"]["label"]), max(sizes.values()) * (args.train_steps + 1), replace=False)
     train = text_arrays(arrays["train"], split_texts["train"], np.sort(train_rows), tokenizer, max_length)
     text = {name: name == "clickprompt_with_plm" for name in models}
@@ -297,7 +337,7 @@ def main() -> None:
         size, steps = sizes[name], []
         for step in range(args.train_steps + 1):  # step 0 warms up
             batch = batch_of(train, np.arange(step * size, (step + 1) * size), text[name])
-            label = torch.as_tensor(train["label"][step * size:(step + 1) * size], dtype=torch.float32)
+            label = torch.as_tensor(train["label"][step * size : (step + 1) * size], dtype=torch.float32)
             started = time.perf_counter()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch)["logit"], label)
             optimizer.zero_grad()
@@ -309,22 +349,43 @@ def main() -> None:
     rows = []
     for name, model in models.items():
         ms = np.array(latency[name]) * 1000
-        rows.append({"path": name, "params": sum(p.numel() for p in model.parameters()),
-                     "latency_ms_p50": float(np.median(ms)), "latency_ms_p90": float(np.percentile(ms, 90)),
-                     "rows_per_s_batched": throughput[name], "inference_batch": args.batch, "train_batch": sizes[name],
-                     "train_samples_per_s": train_speed[name], "source": sources[name]})
+        rows.append(
+            {
+                "path": name,
+                "params": sum(p.numel() for p in model.parameters()),
+                "latency_ms_p50": float(np.median(ms)),
+                "latency_ms_p90": float(np.percentile(ms, 90)),
+                "rows_per_s_batched": throughput[name],
+                "inference_batch": args.batch,
+                "train_batch": sizes[name],
+                "train_samples_per_s": train_speed[name],
+                "source": sources[name],
+            }
+        )
     same_class = type(models["clickprompt_wo_plm"]) is type(models["dcnv2"]) if "clickprompt_wo_plm" in models else None
-    markdown = "\n".join([
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {args.threads} torch thread(s), "
-        f"torch {torch.__version__}; {args.requests} single-row requests per path; PLM: "
-        f"{params.get_path('plm.name')} ({plm.config.num_hidden_layers} layers, hidden {plm.config.hidden_size}), "
-        f"K = {params.get_path('clickprompt.num_prompts')}, PLM frozen in training: {float(params.get_path('clickprompt.finetune.plm_lr')) == 0}.",
-        f"w/o-PLM model class = DCNv2 class: {same_class}.", "",
-        f"| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch {args.batch}) | train batch | train samples/s |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {r['path']} | {r['params']:,} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | "
-          f"{r['rows_per_s_batched']:,.0f} | {r['train_batch']} | {r['train_samples_per_s']:,.0f} |" for r in rows),
-    ]) + "\n"
+    markdown = (
+        "\n".join(
+            [
+                f"Machine: {platform.machine()} {platform.processor() or ''}, {args.threads} torch thread(s), "
+                f"torch {torch.__version__}; {args.requests} single-row requests per path; PLM: "
+                f"{params.get_path('plm.name')} ({plm.config.num_hidden_layers} layers, "
+                f"hidden {plm.config.hidden_size}), "
+                f"K = {params.get_path('clickprompt.num_prompts')}, PLM frozen in training: "
+                f"{float(params.get_path('clickprompt.finetune.plm_lr')) == 0}.",
+                f"w/o-PLM model class = DCNv2 class: {same_class}.",
+                "",
+                f"| path | parameters | latency p50 (ms/sample) | p90 | rows/s (batch {args.batch}) | train batch "
+                "| train samples/s |",
+                "|---|---|---|---|---|---|---|",
+                *(
+                    f"| {r['path']} | {r['params']:,} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | "
+                    f"{r['rows_per_s_batched']:,.0f} | {r['train_batch']} | {r['train_samples_per_s']:,.0f} |"
+                    for r in rows
+                ),
+            ]
+        )
+        + "\n"
+    )
     print(markdown)
     print(json.dumps(rows, indent=2))
     replace_block(RESULTS, "bench_clickprompt", f"{markdown}\n```json\n{json.dumps(rows, indent=2)}\n```\n")

@@ -67,8 +67,10 @@ def matched_config(params, model: str) -> dict:
     if hp.get("structure", "parallel") != "parallel":
         unsupported["structure"] = hp["structure"]
     if unsupported:
-        raise ParamsError(f"ctr.hparams.{model}: the FuxiCTR bench matches dropout 0, no batch norm, no dense "
-                          f"input and the parallel DCNv2 only; got {unsupported}")
+        raise ParamsError(
+            f"ctr.hparams.{model}: the FuxiCTR bench matches dropout 0, no batch norm, no dense "
+            f"input and the parallel DCNv2 only; got {unsupported}"
+        )
     matched = {"embedding_dim": int(hp["embedding_dim"]), "hidden_units": [int(u) for u in hp["hidden_units"]]}
     if "num_cross_layers" in hp:
         matched["num_cross_layers"] = int(hp["num_cross_layers"])
@@ -96,13 +98,16 @@ def prepare_fuxictr_inputs(params, splits: dict, out_dir: Path) -> tuple[list[di
     expected = {"ours": dict(encoder.vocab_sizes), "fuxictr": dict(encoder.vocab_sizes)}
     for name, frame in splits.items():
         encoded = encoder.transform(frame[numeric])
-        table = frame.assign(label=frame["label"].astype("float64"),
-                             **{field: encoded[field].astype(str) for field in numeric})
+        table = frame.assign(
+            label=frame["label"].astype("float64"), **{field: encoded[field].astype(str) for field in numeric}
+        )
         table.to_parquet(out_dir / f"{name}.parquet", index=False)
         if name == "train":
             expected["fuxictr"].update({field: len(np.unique(encoded[field])) + 2 for field in numeric})
-    fields = [{"name": f.name, "kind": "categorical" if f.kind == "numeric" else f.kind, "separator": SEPARATOR}
-              for f in spec.fields]
+    fields = [
+        {"name": f.name, "kind": "categorical" if f.kind == "numeric" else f.kind, "separator": SEPARATOR}
+        for f in spec.fields
+    ]
     return fields, expected
 
 
@@ -133,12 +138,14 @@ def _encode(dataset: str, n_bins: int, min_count: int):
 def _timed(train_epoch, wall: list, cpu: list):
     """Wrap Trainer._train_epoch (one pass over the training rows, no evaluation) to record its wall
     and CPU seconds, as the FuxiCTR runner's Clock does for BaseModel.train_epoch."""
+
     def timed(*args):
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         loss = train_epoch(*args)
         wall.append(time.perf_counter() - wall_start)
         cpu.append(time.process_time() - cpu_start)
         return loss
+
     return timed
 
 
@@ -161,9 +168,17 @@ def run_ours(config: dict, out_dir: Path) -> dict:
     torch.manual_seed(config["seed"])
     model_hp = {k: hp[k] for k in ("embedding_dim", "hidden_units", "num_cross_layers") if k in hp}
     model = build_model(config["model"], encoder.vocab_sizes, **model_hp)
-    train = train_config(params, config["seed"], lr=hp["lr"], batch_size=hp["batch_size"],
-                         max_epochs=hp["max_epochs"], patience=hp["patience"], num_threads=threads,
-                         device="cpu", progress=False)
+    train = train_config(
+        params,
+        config["seed"],
+        lr=hp["lr"],
+        batch_size=hp["batch_size"],
+        max_epochs=hp["max_epochs"],
+        patience=hp["patience"],
+        num_threads=threads,
+        device="cpu",
+        progress=False,
+    )
     trainer = Trainer(model, train)
     wall, cpu = [], []
     trainer._train_epoch = _timed(trainer._train_epoch, wall, cpu)
@@ -194,8 +209,13 @@ def run_ours(config: dict, out_dir: Path) -> dict:
 def child_env(threads: int) -> dict[str, str]:
     """The same thread caps for both sides (torch, BLAS, OpenMP, polars/rayon); Ray telemetry off."""
     env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS",
-                "RAYON_NUM_THREADS"):
+    for key in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "POLARS_MAX_THREADS",
+        "RAYON_NUM_THREADS",
+    ):
         env[key] = str(threads)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["PYTHONWARNINGS"] = "ignore"
@@ -228,9 +248,13 @@ def run_child(side: str, config: dict, run_dir: Path, fuxictr_python: Path) -> d
         tail = (run_dir / "log.txt").read_text()[-3000:]
         raise RuntimeError(f"{side} {config['model']} seed {config['seed']} failed (exit {proc.returncode}):\n{tail}")
     result = json.loads((run_dir / "result.json").read_text())
-    result.update(wall_seconds=time.perf_counter() - started, child_peak_rss_mb=usage.ru_maxrss / 1024,
-                  peak_anon_mb=peak_anon_kb / 1024,
-                  load_before=load_before, load_after=os.getloadavg()[0])
+    result.update(
+        wall_seconds=time.perf_counter() - started,
+        child_peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_anon_mb=peak_anon_kb / 1024,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -266,19 +290,25 @@ def score(result: dict, run_dir: Path, test_labels: np.ndarray) -> dict:
         raise RuntimeError(f"{run_dir}: test labels differ from the split file's (rows reordered or dropped)")
     pred = np.load(run_dir / "test_pred.npy").astype(np.float64).ravel()
     per_epoch = result["train_rows"] / result["epochs"]
-    return {**result, "test_auc": auc(labels, pred), "test_logloss": logloss(labels, pred),
-            "train_seconds": sum(result["epoch_seconds"]),
-            "samples_per_s": result["train_rows"] / sum(result["epoch_seconds"]),
-            "median_epoch_samples_per_s": per_epoch / float(np.median(result["epoch_seconds"])),
-            "samples_per_cpu_s": result["train_rows"] / sum(result["epoch_cpu_seconds"])}
+    return {
+        **result,
+        "test_auc": auc(labels, pred),
+        "test_logloss": logloss(labels, pred),
+        "train_seconds": sum(result["epoch_seconds"]),
+        "samples_per_s": result["train_rows"] / sum(result["epoch_seconds"]),
+        "median_epoch_samples_per_s": per_epoch / float(np.median(result["epoch_seconds"])),
+        "samples_per_cpu_s": result["train_rows"] / sum(result["epoch_cpu_seconds"]),
+    }
 
 
 def check_vocab(result: dict, expected: dict[str, int]) -> None:
     """The identical feature set: every field's vocabulary size is the one expected for that side."""
     sizes = {k: int(v) for k, v in result["vocab_sizes"].items()}
     if sizes != expected:
-        raise RuntimeError(f"{result['side']} {result['model']} seed {result['seed']}: vocabulary sizes {sizes} "
-                           f"differ from the expected {expected}")
+        raise RuntimeError(
+            f"{result['side']} {result['model']} seed {result['seed']}: vocabulary sizes {sizes} "
+            f"differ from the expected {expected}"
+        )
 
 
 # ---------------------------------------------------------------------- report
@@ -290,7 +320,8 @@ def _mean_std(values) -> str:
 def _side_stats(runs: list[dict]) -> dict:
     """One side's figures for one model: metric lists over seeds, mean throughputs, max memory."""
     return {
-        "auc": [r["test_auc"] for r in runs], "logloss": [r["test_logloss"] for r in runs],
+        "auc": [r["test_auc"] for r in runs],
+        "logloss": [r["test_logloss"] for r in runs],
         "sps": float(np.mean([r["samples_per_s"] for r in runs])),
         "median_sps": float(np.mean([r["median_epoch_samples_per_s"] for r in runs])),
         "cpu_sps": float(np.mean([r["samples_per_cpu_s"] for r in runs])),
@@ -303,40 +334,52 @@ def _side_stats(runs: list[dict]) -> dict:
 
 def summarize(runs: list[dict], models: list[str]) -> str:
     """The markdown tables: both sides per model (mean ± std over seeds), then ratios against the targets."""
-    side_rows = ["| model | side | test AUC | test LogLoss | train samples/s | median epoch samples/s "
-                 "| samples per CPU-s | peak RSS (MB) | peak anon RSS (MB) | epochs (best) | params |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratio_rows = ["| model | ΔAUC ours − FuxiCTR (target ≥ −0.001) | samples/s ours/FuxiCTR (≥ 1.0x) "
-                  "| median epoch | per CPU-s | peak RSS ours/FuxiCTR (≤ 1.0x) | peak anon RSS |",
-                  "|---|---|---|---|---|---|---|"]
+    side_rows = [
+        "| model | side | test AUC | test LogLoss | train samples/s | median epoch samples/s "
+        "| samples per CPU-s | peak RSS (MB) | peak anon RSS (MB) | epochs (best) | params |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratio_rows = [
+        "| model | ΔAUC ours − FuxiCTR (target ≥ −0.001) | samples/s ours/FuxiCTR (≥ 1.0x) "
+        "| median epoch | per CPU-s | peak RSS ours/FuxiCTR (≤ 1.0x) | peak anon RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
     mark = {True: "pass", False: "**FAIL**"}
     for model in models:
         stats = {side: _side_stats([r for r in runs if r["model"] == model and r["side"] == side]) for side in SIDES}
         for side, st in stats.items():
-            side_rows.append(f"| {model} | {side} | {_mean_std(st['auc'])} | {_mean_std(st['logloss'])} | "
-                             f"{st['sps']:,.0f} | {st['median_sps']:,.0f} | {st['cpu_sps']:,.0f} | "
-                             f"{st['rss']:,.0f} | {st['anon']:,.0f} | "
-                             f"{st['epochs']} | {st['params']:,} |")
+            side_rows.append(
+                f"| {model} | {side} | {_mean_std(st['auc'])} | {_mean_std(st['logloss'])} | "
+                f"{st['sps']:,.0f} | {st['median_sps']:,.0f} | {st['cpu_sps']:,.0f} | "
+                f"{st['rss']:,.0f} | {st['anon']:,.0f} | "
+                f"{st['epochs']} | {st['params']:,} |"
+            )
         ours, fux = stats["ours"], stats["fuxictr"]
         d_auc = float(np.mean(ours["auc"]) - np.mean(fux["auc"]))
         speed, rss = ours["sps"] / fux["sps"], ours["rss"] / fux["rss"]
-        ratio_rows.append(f"| {model} | {d_auc:+.4f} {mark[d_auc >= -AUC_TOLERANCE]} "
-                          f"| {speed:.2f}x {mark[speed >= 1.0]} "
-                          f"| {ours['median_sps'] / fux['median_sps']:.2f}x | {ours['cpu_sps'] / fux['cpu_sps']:.2f}x "
-                          f"| {rss:.2f}x {mark[rss <= 1.0]} "
-                          f"| {ours['anon'] / fux['anon']:.2f}x |")
+        ratio_rows.append(
+            f"| {model} | {d_auc:+.4f} {mark[d_auc >= -AUC_TOLERANCE]} "
+            f"| {speed:.2f}x {mark[speed >= 1.0]} "
+            f"| {ours['median_sps'] / fux['median_sps']:.2f}x | {ours['cpu_sps'] / fux['cpu_sps']:.2f}x "
+            f"| {rss:.2f}x {mark[rss <= 1.0]} "
+            f"| {ours['anon'] / fux['anon']:.2f}x |"
+        )
     return "\n".join(side_rows + [""] + ratio_rows)
 
 
 def per_seed_table(runs: list[dict]) -> str:
-    lines = ["| model | seed | side | test AUC | test LogLoss | samples/s | per CPU-s | train s | peak RSS (MB) "
-             "| RSS before fit | peak anon | epochs (best) | load 1 min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | seed | side | test AUC | test LogLoss | samples/s | per CPU-s | train s | peak RSS (MB) "
+        "| RSS before fit | peak anon | epochs (best) | load 1 min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(runs, key=lambda r: (MODELS.index(r["model"]), r["seed"], r["side"])):
-        lines.append(f"| {r['model']} | {r['seed']} | {r['side']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | "
-                     f"{r['samples_per_s']:,.0f} | {r['samples_per_cpu_s']:,.0f} | {r['train_seconds']:.1f} | "
-                     f"{r['child_peak_rss_mb']:,.0f} | {r['rss_before_fit_mb']:,.0f} | {r['peak_anon_mb']:,.0f} | "
-                     f"{r['epochs']} ({r['best_epoch']}) | {r['load_before']:.2f}→{r['load_after']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {r['side']} | {r['test_auc']:.4f} | {r['test_logloss']:.4f} | "
+            f"{r['samples_per_s']:,.0f} | {r['samples_per_cpu_s']:,.0f} | {r['train_seconds']:.1f} | "
+            f"{r['child_peak_rss_mb']:,.0f} | {r['rss_before_fit_mb']:,.0f} | {r['peak_anon_mb']:,.0f} | "
+            f"{r['epochs']} ({r['best_epoch']}) | {r['load_before']:.2f}→{r['load_after']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -346,42 +389,47 @@ def report(runs: list[dict], models: list[str], info: dict, command: str) -> str
     import torch
 
     probe = "import fuxictr, torch; print(fuxictr.__version__, torch.__version__)"
-    versions = subprocess.run([str(info["fuxictr_python"]), "-c", probe], capture_output=True, text=True,
-                              env=child_env(1)).stdout.split() or ["?", "?"]
+    versions = subprocess.run(
+        [str(info["fuxictr_python"]), "-c", probe], capture_output=True, text=True, env=child_env(1)
+    ).stdout.split() or ["?", "?"]
     fields = ", ".join(f["name"] for f in info["fields"])
     loads = [r[key] for r in runs for key in ("load_before", "load_after")]
     wall = sum(r["wall_seconds"] for r in runs)
-    return "\n".join([
-        f"Command (from the repository root; `make bench-fuxictr` runs it with no arguments): `{command}`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
-        f"{platform.python_version()}; ours torch {torch.__version__}, FuxiCTR {versions[0]} with torch {versions[1]}; "
-        f"{info['threads']} torch thread(s) per side, FuxiCTR DataLoader num_workers={info['num_workers']}; "
-        f"runs one at a time, side order alternating per seed; {wall / 60:.1f} min of runs. 1-minute load "
-        f"average (`uptime`) at the start and end of each run: {min(loads):.1f}-{max(loads):.1f} on "
-        f"{os.cpu_count()} cores (per run in the per-seed table).",
-        "",
-        f"Data: `artifacts/split/{info['dataset']}/` ({info['rows']}); fields {fields} (genres a `|`-sequence, "
-        f"mean-pooled; age/year {info['n_bins']} quantile buckets), min_count {info['min_count']}. Vocabulary sizes, "
-        f"checked on every run: ours {info['vocab_sizes']['ours']}; FuxiCTR {info['vocab_sizes']['fuxictr']} "
-        "(age/year reach FuxiCTR as bucket-id tokens: its vocabulary holds the buckets seen in train, our OOV id "
-        "that missing years carry as a token, padding and its own OOV).",
-        f"Matched hyper-parameters: {json.dumps({m: info['hparams'][m] for m in models})}.",
-        "",
-        f"Mean ± std over seeds {', '.join(str(s) for s in info['seeds'])}; throughputs are means over seeds, "
-        "memory the max over seeds. Train samples/s = training rows processed / pure training time (all epochs, "
-        "no evaluation or checkpointing), the issue's measure; median epoch samples/s uses each run's median epoch "
-        "(no first-epoch warm-up, runs of different length compare fairly); samples per CPU-s divides by the "
-        "process's CPU time instead of wall time (less sensitive to other jobs on the shared CPU).",
-        "",
-        summarize(runs, models),
-        "",
-        "<details><summary>Per seed</summary>",
-        "",
-        per_seed_table(runs),
-        "",
-        "</details>",
-    ])
+    return "\n".join(
+        [
+            f"Command (from the repository root; `make bench-fuxictr` runs it with no arguments): `{command}`",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
+            f"{platform.python_version()}; ours torch {torch.__version__}, "
+            f"FuxiCTR {versions[0]} with torch {versions[1]}; "
+            f"{info['threads']} torch thread(s) per side, FuxiCTR DataLoader num_workers={info['num_workers']}; "
+            f"runs one at a time, side order alternating per seed; {wall / 60:.1f} min of runs. 1-minute load "
+            f"average (`uptime`) at the start and end of each run: {min(loads):.1f}-{max(loads):.1f} on "
+            f"{os.cpu_count()} cores (per run in the per-seed table).",
+            "",
+            f"Data: `artifacts/split/{info['dataset']}/` ({info['rows']}); fields {fields} (genres a `|`-sequence, "
+            f"mean-pooled; age/year {info['n_bins']} quantile buckets), min_count {info['min_count']}. "
+            "Vocabulary sizes, "
+            f"checked on every run: ours {info['vocab_sizes']['ours']}; FuxiCTR {info['vocab_sizes']['fuxictr']} "
+            "(age/year reach FuxiCTR as bucket-id tokens: its vocabulary holds the buckets seen in train, our OOV id "
+            "that missing years carry as a token, padding and its own OOV).",
+            f"Matched hyper-parameters: {json.dumps({m: info['hparams'][m] for m in models})}.",
+            "",
+            f"Mean ± std over seeds {', '.join(str(s) for s in info['seeds'])}; throughputs are means over seeds, "
+            "memory the max over seeds. Train samples/s = training rows processed / pure training time (all epochs, "
+            "no evaluation or checkpointing), the issue's measure; median epoch samples/s uses each run's median epoch "
+            "(no first-epoch warm-up, runs of different length compare fairly); samples per CPU-s divides by the "
+            "process's CPU time instead of wall time (less sensitive to other jobs on the shared CPU).",
+            "",
+            summarize(runs, models),
+            "",
+            "<details><summary>Per seed</summary>",
+            "",
+            per_seed_table(runs),
+            "",
+            "</details>",
+        ]
+    )
 
 
 def uptime() -> str:
@@ -403,9 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, help="default: params.yaml train.seeds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per side (default 1)")
-    parser.add_argument("--num-workers", type=int, default=0,
-                        help="FuxiCTR DataLoader worker processes (default 0: batches made in the training "
-                        "thread, as ours)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="FuxiCTR DataLoader worker processes (default 0: batches made in the training thread, as ours)",
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="run folders (reused when the config is unchanged)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file to write the table into")
     parser.add_argument("--fuxictr-python", type=Path, default=FUXICTR_PYTHON)
@@ -424,9 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = " ".join(["nice -n 5 .venv/bin/python bench/bench_fuxictr.py", *map(shlex.quote, argv)])
     test_labels = splits["test"]["label"].to_numpy(dtype=np.float64)
-    base = {"dataset": dataset, "threads": args.threads, "num_workers": args.num_workers,
-            "min_count": int(params.get_path("features.min_count")), "fields": fields,
-            "data": {s: str(args.work / "data" / f"{s}.parquet") for s in splits}}
+    base = {
+        "dataset": dataset,
+        "threads": args.threads,
+        "num_workers": args.num_workers,
+        "min_count": int(params.get_path("features.min_count")),
+        "fields": fields,
+        "data": {s: str(args.work / "data" / f"{s}.parquet") for s in splits},
+    }
     hparams = {model: matched_config(params, model) for model in args.models}
 
     runs = []
@@ -442,14 +498,23 @@ def main(argv: list[str] | None = None) -> int:
                 r = score(result, run_dir, test_labels)
                 check_vocab(r, expected_vocab[side])
                 runs.append(r)
-                print(f"{model:7s} seed {seed} {side:8s} AUC {r['test_auc']:.4f} LogLoss {r['test_logloss']:.4f} "
-                      f"{r['samples_per_s']:8,.0f} samples/s  RSS {r['child_peak_rss_mb']:6,.0f} MB "
-                      f"(anon {r['peak_anon_mb']:4,.0f})  "
-                      f"epochs {r['epochs']}  ({r['wall_seconds']:.0f} s)", flush=True)
+                print(
+                    f"{model:7s} seed {seed} {side:8s} AUC {r['test_auc']:.4f} LogLoss {r['test_logloss']:.4f} "
+                    f"{r['samples_per_s']:8,.0f} samples/s  RSS {r['child_peak_rss_mb']:6,.0f} MB "
+                    f"(anon {r['peak_anon_mb']:4,.0f})  "
+                    f"epochs {r['epochs']}  ({r['wall_seconds']:.0f} s)",
+                    flush=True,
+                )
 
-    info = {**base, "fuxictr_python": args.fuxictr_python, "seeds": seeds, "vocab_sizes": expected_vocab,
-            "n_bins": params.get_path("features.n_bins"), "hparams": hparams,
-            "rows": ", ".join(f"{s} {len(f):,}" for s, f in splits.items())}
+    info = {
+        **base,
+        "fuxictr_python": args.fuxictr_python,
+        "seeds": seeds,
+        "vocab_sizes": expected_vocab,
+        "n_bins": params.get_path("features.n_bins"),
+        "hparams": hparams,
+        "rows": ", ".join(f"{s} {len(f):,}" for s, f in splits.items()),
+    }
     print(f"load after: {uptime()}", flush=True)
     from llm4ctr.atomic import replace_block
 

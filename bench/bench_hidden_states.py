@@ -113,7 +113,13 @@ def phase_naive(work: Path, args) -> dict[str, Any]:
             states.append(model(**batch, output_hidden_states=True).hidden_states[-1][0, -1])
     torch.save(torch.stack(states), work / "naive_states.pt")
     figures = clock.read()
-    return {**figures, "load_s": loaded, "texts": len(texts), "tokens": tokens, "tokens_per_s": round(tokens / figures["wall_s"], 1)}
+    return {
+        **figures,
+        "load_s": loaded,
+        "texts": len(texts),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / figures["wall_s"], 1),
+    }
 
 
 def phase_ours(work: Path, args) -> dict[str, Any]:
@@ -169,7 +175,13 @@ def phase_cached(work: Path, args) -> dict[str, Any]:
     return _stages(work, "store-full")
 
 
-PHASES = {"prompts": phase_prompts, "naive": phase_naive, "ours": phase_ours, "full": phase_full, "cached": phase_cached}
+PHASES = {
+    "prompts": phase_prompts,
+    "naive": phase_naive,
+    "ours": phase_ours,
+    "full": phase_full,
+    "cached": phase_cached,
+}
 ORDER = tuple(PHASES)  # "cached" re-runs the store "full" built; "ours" compares with "naive"
 
 
@@ -196,27 +208,49 @@ def markdown(results: dict[str, Any], args) -> str:
     naive, ours, full, cached = (results.get(k) for k in ("naive", "ours", "full", "cached"))
     rows = ["| measure | value |", "|---|---|"]
     if naive:
-        rows.append(f"| naive loop, {naive['texts']} user prompts (wall / CPU s) | {naive['wall_s']} / {naive['cpu_s']} |")
+        rows.append(
+            f"| naive loop, {naive['texts']} user prompts (wall / CPU s) | {naive['wall_s']} / {naive['cpu_s']} |"
+        )
     if ours:
         rows.append(f"| our cache, same prompts, empty store (wall / CPU s) | {ours['wall_s']} / {ours['cpu_s']} |")
     if naive and ours:
-        rows += [f"| speed-up, wall (CPU) | {naive['wall_s'] / ours['wall_s']:.2f}x ({naive['cpu_s'] / ours['cpu_s']:.2f}x) |",
-                 f"| max abs difference of the states, ours vs naive | {ours['max_abs_diff_vs_naive']:.2e} |"]
+        rows += [
+            f"| speed-up, wall (CPU) | {naive['wall_s'] / ours['wall_s']:.2f}x "
+            f"({naive['cpu_s'] / ours['cpu_s']:.2f}x) |",
+            f"| max abs difference of the states, ours vs naive | {ours['max_abs_diff_vs_naive']:.2e} |",
+        ]
     if full:
-        rows += [f"| full ML-100K cache: {full['user']['count']} users + {full['scenario']['count']} scenarios + "
-                 f"{full['item']['count']} items (wall / CPU s) | {full['total']['wall_s']} / {full['total']['cpu_s']} |",
-                 f"| per stage, wall s: user / scenario / item | {full['user']['wall_s']} / {full['scenario']['wall_s']} / "
-                 f"{full['item']['wall_s']} |",
-                 f"| mean / max tokens of a user prompt | {full['user']['tokens_mean']} / {full['user']['tokens_max']} |"]
+        rows += [
+            f"| full ML-100K cache: {full['user']['count']} users + {full['scenario']['count']} scenarios + "
+            f"{full['item']['count']} items (wall / CPU s) | {full['total']['wall_s']} / {full['total']['cpu_s']} |",
+            f"| per stage, wall s: user / scenario / item | {full['user']['wall_s']} / {full['scenario']['wall_s']} / "
+            f"{full['item']['wall_s']} |",
+            f"| mean / max tokens of a user prompt | {full['user']['tokens_mean']} / {full['user']['tokens_max']} |",
+        ]
     if cached:
-        rows.append(f"| fully cached re-run of the three stages (in-process s / with interpreter start s) | "
-                    f"{cached['total']['wall_s']} / {cached['process_wall_s']} |")
+        rows.append(
+            f"| fully cached re-run of the three stages (in-process s / with interpreter start s) | "
+            f"{cached['total']['wall_s']} / {cached['process_wall_s']} |"
+        )
     ran = [k for k in ("naive", "ours", "full", "cached") if results.get(k)]
-    rows.append("| peak RSS MB: " + " / ".join(ran) + " | " + " / ".join(str(results[k]["peak_rss_mb"]) for k in ran) + " |")
-    loads = [(k, results[k].get("load_start", results[k].get("total", {}).get("load_start")),
-              results[k].get("load_end", results[k].get("total", {}).get("load_end"))) for k in ran]
-    rows.append("| load average (1 min) at start-end: " + " / ".join(k for k, _, _ in loads) + " | "
-                + " / ".join(f"{a}-{b}" for _, a, b in loads) + " |")
+    rows.append(
+        "| peak RSS MB: " + " / ".join(ran) + " | " + " / ".join(str(results[k]["peak_rss_mb"]) for k in ran) + " |"
+    )
+    loads = [
+        (
+            k,
+            results[k].get("load_start", results[k].get("total", {}).get("load_start")),
+            results[k].get("load_end", results[k].get("total", {}).get("load_end")),
+        )
+        for k in ran
+    ]
+    rows.append(
+        "| load average (1 min) at start-end: "
+        + " / ".join(k for k, _, _ in loads)
+        + " | "
+        + " / ".join(f"{a}-{b}" for _, a, b in loads)
+        + " |"
+    )
     batch = f"; batch size {ours['batch_size']}" if ours else ""
     return (
         f"Command: `python bench/bench_hidden_states.py --users {args.users} --phases {' '.join(args.phases)}`  \n"
@@ -230,10 +264,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500, help="user prompts in the naive-vs-ours comparison")
     parser.add_argument("--work", type=Path, default=Path("/tmp/llm4ctr-bench-hs"), help="scratch folder")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS_HIDDEN_STATES.md",
-                        help="markdown file whose `bench_hidden_states` block is replaced")
-    parser.add_argument("--phases", nargs="+", choices=ORDER, default=list(ORDER),
-                        help="phases to run (default: all); the report covers the phases run")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "docs" / "RESULTS_HIDDEN_STATES.md",
+        help="markdown file whose `bench_hidden_states` block is replaced",
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=ORDER,
+        default=list(ORDER),
+        help="phases to run (default: all); the report covers the phases run",
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:

@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assets.learn import TOWER_STAGE, Catalogue, interactions, training_sequences  # noqa: E402
 from assets.learn import STAGE as LEARN_STAGE  # noqa: E402
+from assets.learn import TOWER_STAGE, Catalogue, interactions, training_sequences  # noqa: E402
 from assets.runs import PREDICTIONS  # noqa: E402
 from assets.split import load_splits  # noqa: E402
 from llm4ctr.atomic import replace_block, write_text  # noqa: E402
@@ -56,12 +56,23 @@ def popularity(params, root: Path, dataset: str) -> dict[str, float]:
     catalogue = Catalogue.of(splits)
     seqs = training_sequences(params, splits, catalogue)
     test = interactions(params, splits["test"])
-    queries = Queries.build(seqs, test["user_id"].astype(str), catalogue.item_indices(test), test["timestamp"],
-                            catalogue.user_rows, int(params.get_path("learn.tower_train.history_len")))
+    queries = Queries.build(
+        seqs,
+        test["user_id"].astype(str),
+        catalogue.item_indices(test),
+        test["timestamp"],
+        catalogue.user_rows,
+        int(params.get_path("learn.tower_train.history_len")),
+    )
     counts = np.bincount(np.concatenate(list(seqs.items.values())), minlength=len(catalogue.items) + 1)
     item_emb = torch.as_tensor(counts, dtype=torch.float32).unsqueeze(1)
-    ranks = target_ranks(torch.ones(len(queries.targets), 1), item_emb, queries.targets,
-                         seen_matrix(seqs, catalogue.user_rows, len(catalogue.items)), queries.users)
+    ranks = target_ranks(
+        torch.ones(len(queries.targets), 1),
+        item_emb,
+        queries.targets,
+        seen_matrix(seqs, catalogue.user_rows, len(catalogue.items)),
+        queries.users,
+    )
     return recall_ndcg(ranks, 10)
 
 
@@ -73,13 +84,18 @@ def retrieval_table(params, root: Path, dataset: str) -> tuple[str, dict]:
         figures[report["tower"]] = {k: [s["test"][k] for s in seeds] for k in RETRIEVAL_KEYS}
         figures[report["tower"]]["train_seconds"] = [s["train_seconds"] for s in seeds]
         figures[report["tower"]]["best_epoch"] = [s["best_epoch"] for s in seeds]
-        rows.append(f"| {report['tower']} | " + " | ".join(_ms(figures[report['tower']][k]) for k in RETRIEVAL_KEYS)
-                    + f" | {len(report['seeds'])} | {np.mean(figures[report['tower']]['train_seconds']):.0f} |")
+        rows.append(
+            f"| {report['tower']} | "
+            + " | ".join(_ms(figures[report["tower"]][k]) for k in RETRIEVAL_KEYS)
+            + f" | {len(report['seeds'])} | {np.mean(figures[report['tower']]['train_seconds']):.0f} |"
+        )
     pop = popularity(params, root, dataset)
     figures["popularity"] = pop
     rows.append(f"| popularity | {pop['recall@10']:.4f} | {pop['ndcg@10']:.4f} | | | | - | - |")
-    head = ("| tower | Recall@10 | NDCG@10 | LT-item Recall@10 | LT-item NDCG@10 | cold-item Recall@10 | seeds | "
-            "train s/seed |\n|---|---|---|---|---|---|---|---|")
+    head = (
+        "| tower | Recall@10 | NDCG@10 | LT-item Recall@10 | LT-item NDCG@10 | cold-item Recall@10 | seeds | "
+        "train s/seed |\n|---|---|---|---|---|---|---|---|"
+    )
     return head + "\n" + "\n".join(rows) + "\n", figures
 
 
@@ -104,11 +120,16 @@ def ranking_table(params, root: Path, dataset: str, variants: list[str]) -> tupl
             continue
         per_seed = test_set.seed_probs(path)
         figures["models"][name] = {
-            col: {seed: (segment_aucs(y, p, lt_user, lt_item)[col]["auc"] if col in SEGMENTS else auc(y[m], p[m]))
-                  for seed, p in per_seed.items()}
-            for col, m in columns.items()}
-    lines = ["| model | " + " | ".join(f"{c} (n={figures['rows'][c]})" for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+            col: {
+                seed: (segment_aucs(y, p, lt_user, lt_item)[col]["auc"] if col in SEGMENTS else auc(y[m], p[m]))
+                for seed, p in per_seed.items()
+            }
+            for col, m in columns.items()
+        }
+    lines = [
+        "| model | " + " | ".join(f"{c} (n={figures['rows'][c]})" for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for name, cols in figures["models"].items():
         lines.append(f"| {name} | " + " | ".join(_ms(list(cols[c].values())) for c in columns) + " |")
     for variant in variants:
@@ -128,15 +149,19 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--dataset", default=None)
-    parser.add_argument("--ranker", nargs="*", default=None, help="LEARN ranker variants (default learn.ranker.variants)")
+    parser.add_argument(
+        "--ranker", nargs="*", default=None, help="LEARN ranker variants (default learn.ranker.variants)"
+    )
     args = parser.parse_args()
     params = load_params(args.params, {"data.name": args.dataset} if args.dataset else {})
     dataset = params.get_path("data.name")
     variants = args.ranker or list(params.get_path("learn.ranker.variants"))
     retrieval_md, retrieval = retrieval_table(params, args.root, dataset)
     ranking_md, ranking = ranking_table(params, args.root, dataset, variants)
-    block = (f"### {dataset}: retrieval on the test split (held-out interactions; history = training items before each)\n\n"
-             f"{retrieval_md}\n### {dataset}: ranking, test AUC (mean ± std over seeds)\n\n{ranking_md}")
+    block = (
+        f"### {dataset}: retrieval on the test split (held-out interactions; history = training items before each)\n\n"
+        f"{retrieval_md}\n### {dataset}: ranking, test AUC (mean ± std over seeds)\n\n{ranking_md}"
+    )
     print(block)
     out = ROOT / "bench" / "results" / f"learn-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,9 @@ def model_for(params, encoder, variant: str) -> tuple[torch.nn.Module, str]:
     if variant.endswith("_ours"):
         ours = model.enhancement
         n_users, dim = ours.users.states.shape
-        ours.set_llm_states(torch.randn(n_users, dim), torch.ones(n_users, dtype=torch.bool),
-                            torch.randn(model.num_scenarios, dim))
+        ours.set_llm_states(
+            torch.randn(n_users, dim), torch.ones(n_users, dtype=torch.bool), torch.randn(model.num_scenarios, dim)
+        )
     return model.eval(), "fresh (no checkpoint)"
 
 
@@ -114,8 +115,10 @@ def latency(models: dict[str, torch.nn.Module], batches: dict[str, dict], repeat
     out = {}
     for (m, b), values in times.items():
         rows = len(next(iter(batches[b].values())))
-        out.setdefault(m, {})[b] = {"us_per_sample": round(float(np.median(values)) / rows * 1e6, 2),
-                                    "p90_us_per_sample": round(float(np.percentile(values, 90)) / rows * 1e6, 2)}
+        out.setdefault(m, {})[b] = {
+            "us_per_sample": round(float(np.median(values)) / rows * 1e6, 2),
+            "p90_us_per_sample": round(float(np.percentile(values, 90)) / rows * 1e6, 2),
+        }
     return out
 
 
@@ -160,16 +163,22 @@ def bench(args) -> str:
         lat = latency(models, batches, args.repeats)
         for v in variants:
             sps = train_throughput(models[v], arrays["train"], batch_size, args.train_steps)
-            rows.append({"variant": v, **{f"{b}_us": lat[v][b]["us_per_sample"] for b in batches},
-                         "train_samples_per_s": round(sps, 1)})
-        print(json.dumps(rows[-len(variants):]), flush=True)
+            rows.append(
+                {
+                    "variant": v,
+                    **{f"{b}_us": lat[v][b]["us_per_sample"] for b in batches},
+                    "train_samples_per_s": round(sps, 1),
+                }
+            )
+        print(json.dumps(rows[-len(variants) :]), flush=True)
     frame = pd.DataFrame(rows).set_index("variant")
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
         f"shared CPU; repeats {args.repeats}, {args.train_steps} training steps at batch {batch_size}. "
         "Latency in microseconds per sample (median); x = ratio to the plain backbone.",
         "",
-        "| variant | request (1 row) | x | candidates (1 user x 100) | x | mixed (8192 rows) | x | train samples/s | x |",
+        "| variant | request (1 row) | x | candidates (1 user x 100) | x | mixed (8192 rows) | x "
+        "| train samples/s | x |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for v, row in frame.iterrows():
@@ -196,39 +205,65 @@ def table(args) -> str:
                 continue
             per_seed = [test_set.score(p) for p in test_set.seed_probs(folder / "predictions.parquet").values()]
             results[v] = aggregate(per_seed)
-            spreads[v] = {s: float(np.std([p["per_scenario"][s] for p in per_seed])) for s in per_seed[0]["per_scenario"]}
+            spreads[v] = {
+                s: float(np.std([p["per_scenario"][s] for p in per_seed])) for s in per_seed[0]["per_scenario"]
+            }
             summary = json.loads((folder / "summary.json").read_text())
             times[v] = summary["seeds"]
     scenarios = sorted(results[next(iter(results))]["per_scenario"]) if results else []
     stats = scenario_stats(train, scenarios).set_index("scenario")
-    lines = ["Test AUC per scenario and overall, mean over seeds (bold: best of each backbone block).", "",
-             scenario_table(results, scenarios),
-             "Per-scenario AUC standard deviation over seeds:", "",
-             "| model | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
+    lines = [
+        "Test AUC per scenario and overall, mean over seeds (bold: best of each backbone block).",
+        "",
+        scenario_table(results, scenarios),
+        "Per-scenario AUC standard deviation over seeds:",
+        "",
+        "| model | " + " | ".join(scenarios) + " |",
+        "|---" * (len(scenarios) + 1) + "|",
+    ]
     lines += [f"| {v} | " + " | ".join(f"{spreads[v][s]:.4f}" for s in scenarios) + " |" for v in results]
-    lines += ["", "Gain of _ours over the plain backbone and over the better of _DN/_EP, per scenario (AUC points x 100):",
-              "", "| backbone | " + " | ".join(f"{s} vs plain | {s} vs best DN/EP" for s in scenarios)
-              + " | overall vs plain |", "|---" * (2 * len(scenarios) + 2) + "|"]
+    lines += [
+        "",
+        "Gain of _ours over the plain backbone and over the better of _DN/_EP, per scenario (AUC points x 100):",
+        "",
+        "| backbone | " + " | ".join(f"{s} vs plain | {s} vs best DN/EP" for s in scenarios) + " | overall vs plain |",
+        "|---" * (2 * len(scenarios) + 2) + "|",
+    ]
     for backbone in BACKBONES:
         ours, plain = results.get(f"{backbone}_ours"), results.get(backbone)
         if not (ours and plain):
             continue
         cells = []
         for s in scenarios:
-            others = [results[f"{backbone}_{e}"]["per_scenario"][s] for e in ("dn", "ep") if f"{backbone}_{e}" in results]
-            cells += [f"{100 * (ours['per_scenario'][s] - plain['per_scenario'][s]):+.2f}",
-                      f"{100 * (ours['per_scenario'][s] - max(others)):+.2f}" if others else "n/a"]
+            others = [
+                results[f"{backbone}_{e}"]["per_scenario"][s] for e in ("dn", "ep") if f"{backbone}_{e}" in results
+            ]
+            cells += [
+                f"{100 * (ours['per_scenario'][s] - plain['per_scenario'][s]):+.2f}",
+                f"{100 * (ours['per_scenario'][s] - max(others)):+.2f}" if others else "n/a",
+            ]
         lines.append(f"| {backbone} | " + " | ".join(cells) + f" | {100 * (ours['auc'] - plain['auc']):+.2f} |")
-    lines += ["", "Scenarios (training split): " + "; ".join(
-        f"{s}: {int(stats.loc[s, 'interactions'])} rows, {int(stats.loc[s, 'users'])} users, sparsity "
-        f"{stats.loc[s, 'sparsity']:.4f}, positive rate {stats.loc[s, 'positive_rate']:.3f}" for s in scenarios), "",
-        "Training per seed (best epoch / epochs run / seconds, as recorded in each variant's summary.json):", "",
+    lines += [
+        "",
+        "Scenarios (training split): "
+        + "; ".join(
+            f"{s}: {int(stats.loc[s, 'interactions'])} rows, {int(stats.loc[s, 'users'])} users, sparsity "
+            f"{stats.loc[s, 'sparsity']:.4f}, positive rate {stats.loc[s, 'positive_rate']:.3f}"
+            for s in scenarios
+        ),
+        "",
+        "Training per seed (best epoch / epochs run / seconds, as recorded in each variant's summary.json):",
+        "",
         "| model | " + " | ".join(f"seed {s}" for s in next(iter(times.values()), {})) + " | alpha (_ours) |",
-        "|---" * (len(next(iter(times.values()), {})) + 2) + "|"]
+        "|---" * (len(next(iter(times.values()), {})) + 2) + "|",
+    ]
     for v, seeds in times.items():
         alphas = [str(s["alpha"]) for s in seeds.values() if "alpha" in s]
-        lines.append(f"| {v} | " + " | ".join(f"{s['best_epoch']}/{s['epochs']}/{s['train_seconds']:.0f}s"
-                                              for s in seeds.values()) + f" | {', '.join(alphas) or '-'} |")
+        lines.append(
+            f"| {v} | "
+            + " | ".join(f"{s['best_epoch']}/{s['epochs']}/{s['train_seconds']:.0f}s" for s in seeds.values())
+            + f" | {', '.join(alphas) or '-'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -249,10 +284,14 @@ def probe(args) -> str:
     users = train.assign(user_id=train["user_id"].astype(str)).groupby("user_id")
     rate = users["label"].mean().reindex(ids.to_numpy())
     keep = rate.notna().to_numpy()
-    lines = [f"Cached user states: {len(x)} users x {x.shape[1]} dims ({params.get_path('llm.name')}, "
-             f"{params.get_path('hidden_states.user.pooling')} pooling); 5-fold cross-validation, {keep.sum()} users "
-             "with training rows.", "", "| target | probe | from LLM states | from noise | majority class |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Cached user states: {len(x)} users x {x.shape[1]} dims ({params.get_path('llm.name')}, "
+        f"{params.get_path('hidden_states.user.pooling')} pooling); 5-fold cross-validation, {keep.sum()} users "
+        "with training rows.",
+        "",
+        "| target | probe | from LLM states | from noise | majority class |",
+        "|---|---|---|---|---|",
+    ]
     ridge = RidgeCV(alphas=np.logspace(-1, 4, 12))
     r2 = [cross_val_score(ridge, feats[keep], rate.to_numpy()[keep], cv=5, scoring="r2").mean() for feats in (x, noise)]
     lines.append(f"| training positive rate | ridge R^2 | {r2[0]:.3f} | {r2[1]:.3f} | - |")

@@ -82,8 +82,10 @@ def measured(cpu_seconds, requests: int, run):
 
 # ---------------------------------------------------------------------- client
 def request_bytes(host: str, port: int, body: bytes) -> bytes:
-    return (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> tuple[int, bytes]:
@@ -134,14 +136,23 @@ async def _concurrent(host: str, port: int, payloads: list[bytes], concurrency: 
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     wall = time.perf_counter() - started
-    return {"requests": counts["ok"] + counts["errors"], "errors": counts["errors"], "seconds": wall,
-            "req_per_s": (counts["ok"] + counts["errors"]) / wall, **percentiles(times)}
+    return {
+        "requests": counts["ok"] + counts["errors"],
+        "errors": counts["errors"],
+        "seconds": wall,
+        "req_per_s": (counts["ok"] + counts["errors"]) / wall,
+        **percentiles(times),
+    }
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+    return {
+        "p50_ms": float(np.median(ms)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
 
 
 def time_calls(fn, repeats: int, warmup: int = 3) -> dict[str, float]:
@@ -160,8 +171,12 @@ def offline_figures(params, root: Path, records: list[dict], predictor, repeats:
     """Predictor (CTR-only, no HTTP) and ClickPrompt with PLM on the same records, in this process."""
     import torch
 
-    out = {"ctr_only": {"single": time_calls(lambda: predictor.predict_records(records[:1]), repeats),
-                        "batch_1000": time_calls(lambda: predictor.predict_records(records[:1000]), 20)}}
+    out = {
+        "ctr_only": {
+            "single": time_calls(lambda: predictor.predict_records(records[:1]), repeats),
+            "batch_1000": time_calls(lambda: predictor.predict_records(records[:1000]), 20),
+        }
+    }
     try:
         out["clickprompt_with_plm"] = clickprompt_figures(params, root, cp_repeats)
     except Exception as exc:  # noqa: BLE001 - the bench reports what it could not measure
@@ -185,20 +200,29 @@ def clickprompt_figures(params, root: Path, repeats: int) -> dict:
     models, sources = build(params, encoder)
     model = models["clickprompt_with_plm"].eval()
     source = sources["clickprompt_with_plm"]
-    tokenizer = AutoTokenizer.from_pretrained(source + "/plm" if Path(source, "plm").is_dir()
-                                              else resolve(params.get_path("plm.name")))
-    data = text_arrays(arrays["test"], texts(root, dataset)["test"], np.arange(1000), tokenizer,
-                       int(params.get_path("clickprompt.max_length")))
+    tokenizer = AutoTokenizer.from_pretrained(
+        source + "/plm" if Path(source, "plm").is_dir() else resolve(params.get_path("plm.name"))
+    )
+    data = text_arrays(
+        arrays["test"],
+        texts(root, dataset)["test"],
+        np.arange(1000),
+        tokenizer,
+        int(params.get_path("clickprompt.max_length")),
+    )
     batch = {k: torch.as_tensor(v) for k, v in data.items() if k != "label"}
     rows = iter(range(10**9))
 
     def single() -> None:
         i = next(rows) % 1000
-        model({k: v[i:i + 1] for k, v in batch.items()})
+        model({k: v[i : i + 1] for k, v in batch.items()})
 
     with torch.inference_mode():
-        return {"source": source, "single": time_calls(single, repeats),
-                "batch_1000": time_calls(lambda: model(batch), 1, warmup=0)}  # minutes on 2 CPU cores
+        return {
+            "source": source,
+            "single": time_calls(single, repeats),
+            "batch_1000": time_calls(lambda: model(batch), 1, warmup=0),
+        }  # minutes on 2 CPU cores
 
 
 # ---------------------------------------------------------------------- report
@@ -219,8 +243,9 @@ def drift_demo(host: str, port: int, params, root: Path, test: pd.DataFrame, fie
 
     train = load_splits(root, params.get_path("data.name"))["train"]
     share = float(params.get_path("evaluate.longtail_share"))
-    segment = (longtail_mask(train["user_id"].value_counts(), test["user_id"], share)
-               & ~longtail_mask(train["item_id"].value_counts(), test["item_id"], share))
+    segment = longtail_mask(train["user_id"].value_counts(), test["user_id"], share) & ~longtail_mask(
+        train["item_id"].value_counts(), test["item_id"], share
+    )
     shifted = test.copy()
     shifted.loc[segment, "age"] = np.random.default_rng(0).integers(18, 25, int(segment.sum()))
     shifted["scenario"] = np.where(shifted["age"] < 25, "age<25", np.where(shifted["age"] < 35, "age25-34", "age>=35"))
@@ -228,28 +253,42 @@ def drift_demo(host: str, port: int, params, root: Path, test: pd.DataFrame, fie
     lines = []
     for name, frame in (("test split as served", test), ("age-shifted lt_user&head_item", shifted)):
         records = [{k: r[k] for k in fields} for r in json.loads(frame.to_json(orient="records"))]
-        payloads = [request_bytes(host, port, json.dumps({"records": records[i:i + 100]}).encode())
-                    for i in range(0, len(records), 100)]
+        payloads = [
+            request_bytes(host, port, json.dumps({"records": records[i : i + 100]}).encode())
+            for i in range(0, len(records), 100)
+        ]
         _, _, errors = asyncio.run(_sequential(host, port, payloads))
         time.sleep(1.0)  # the log writer flushes within 0.5 s
         started = time.perf_counter()
         summary = run_drift(with_overrides(params, overrides), root)
-        lines += [f"**{name}** ({len(records)} records served, {errors} errors; drift stage "
-                  f"{time.perf_counter() - started:.0f} s, source `{summary['source']}`, drifted segments: "
-                  f"{', '.join(summary['drifted_segments']) or 'none'}):", "", summary["segments_md"], ""]
+        lines += [
+            f"**{name}** ({len(records)} records served, {errors} errors; drift stage "
+            f"{time.perf_counter() - started:.0f} s, source `{summary['source']}`, drifted segments: "
+            f"{', '.join(summary['drifted_segments']) or 'none'}):",
+            "",
+            summary["segments_md"],
+            "",
+        ]
     return "\n".join(lines)
 
 
 def report(args, meta: dict, served: dict, offline: dict) -> str:
     single, conc, batch = served["single"], served["concurrent"], served["batch_1000"]
     cp, ctr = offline["clickprompt_with_plm"], offline["ctr_only"]
-    ok = lambda good: "yes" if good else "**no**"  # noqa: E731
-    cpu = lambda figures: "-" if figures.get("server_cpu_ms_per_request") is None else f"{figures['server_cpu_ms_per_request']:.2f} ms"  # noqa: E731
+
+    def ok(good: bool) -> str:
+        return "yes" if good else "**no**"
+
+    def cpu(figures: dict) -> str:
+        ms = figures.get("server_cpu_ms_per_request")
+        return "-" if ms is None else f"{ms:.2f} ms"
+
     lines = [
         f"Command: `{' '.join(['python', 'bench/bench_serving.py', *sys.argv[1:]])}`  ",
         f"Machine: {os.cpu_count()} cores ({platform.machine()}), load average before the run "
         f"{served['load_before']}, after {served['load_after']}: the cores were shared with other jobs. "
-        f"Server: one `bentoml serve` ({meta['serve']['workers']} worker, {meta['serve']['torch_threads']} torch thread), "
+        f"Server: one `bentoml serve` ({meta['serve']['workers']} worker, "
+        f"{meta['serve']['torch_threads']} torch thread), "
         f"client on the same machine. Model `{meta['model_version']}` ({meta['variant']}, {meta['dataset']}).",
         "",
         "| measurement | result | server CPU per request | target | met |",
@@ -258,7 +297,8 @@ def report(args, meta: dict, served: dict, offline: dict) -> str:
         f"{single['p90_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms | {cpu(single)} | p99 <= 10 ms | "
         f"{ok(single['p99_ms'] <= TARGETS['p99_ms'])} |",
         f"| throughput, concurrency {args.concurrency} ({conc['requests']} single-record requests in "
-        f"{conc['seconds']:.1f} s) | {conc['req_per_s']:,.0f} req/s, {conc['errors']} errors, p50 {conc['p50_ms']:.1f} ms, "
+        f"{conc['seconds']:.1f} s) | {conc['req_per_s']:,.0f} req/s, {conc['errors']} errors, "
+        f"p50 {conc['p50_ms']:.1f} ms, "
         f"p99 {conc['p99_ms']:.1f} ms | {cpu(conc)} | >= 1,000 req/s, 0 errors | "
         f"{ok(conc['req_per_s'] >= TARGETS['req_per_s'] and conc['errors'] == 0)} |",
         f"| one 1,000-record request ({args.batch_repeats} times) | p50 {batch['p50_ms']:.1f} ms, p99 "
@@ -307,8 +347,11 @@ def main() -> None:
     dataset = params.get_path("data.name")
     root = Path(args.root)
     log_root = Path(tempfile.mkdtemp(prefix="llm4ctr-bench-log-"))
-    env = {**os.environ, "BENTOML_HOME": os.environ.get("BENTOML_HOME") or str(root / "bentoml_home"),
-           "LLM4CTR_PREDICTION_LOG": str(log_root)}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": os.environ.get("BENTOML_HOME") or str(root / "bentoml_home"),
+        "LLM4CTR_PREDICTION_LOG": str(log_root),
+    }
     test = pd.read_parquet(artifact_dir(root, "split", dataset) / "test.parquet")
     records = json.loads(test.to_json(orient="records"))
     registration = json.loads((artifact_dir(root, "bento", dataset) / "registration.json").read_text())
@@ -323,16 +366,19 @@ def main() -> None:
         singles = [request_bytes(host, port, json.dumps({"records": [r]}).encode()) for r in records]
         batch = request_bytes(host, port, json.dumps({"records": records[:1000]}).encode())
         asyncio.run(_sequential(host, port, singles[:300]))  # warm-up (and the batching optimizer's first samples)
-        sequence = (singles * (args.requests // len(singles) + 1))[:args.requests]
-        (times, _, errors), cpu = measured(cpu_seconds, args.requests,
-                                          lambda: asyncio.run(_sequential(host, port, sequence)))
+        sequence = (singles * (args.requests // len(singles) + 1))[: args.requests]
+        (times, _, errors), cpu = measured(
+            cpu_seconds, args.requests, lambda: asyncio.run(_sequential(host, port, sequence))
+        )
         served["single"] = {**percentiles(times), "errors": errors, "server_cpu_ms_per_request": cpu}
         before = cpu_seconds()
         served["concurrent"] = asyncio.run(_concurrent(host, port, singles, args.concurrency, args.seconds))
         served["concurrent"]["server_cpu_ms_per_request"] = (
-            None if before is None else round((cpu_seconds() - before) * 1000 / served["concurrent"]["requests"], 3))
-        (times, bodies, errors), cpu = measured(cpu_seconds, args.batch_repeats,
-                                                lambda: asyncio.run(_sequential(host, port, [batch] * args.batch_repeats)))
+            None if before is None else round((cpu_seconds() - before) * 1000 / served["concurrent"]["requests"], 3)
+        )
+        (times, bodies, errors), cpu = measured(
+            cpu_seconds, args.batch_repeats, lambda: asyncio.run(_sequential(host, port, [batch] * args.batch_repeats))
+        )
         served["batch_1000"] = {**percentiles(times), "errors": errors, "server_cpu_ms_per_request": cpu}
         served_probs = np.array([row["probability"] for row in json.loads(bodies[-1])])
         demo = drift_demo(host, port, params, root, test, fields, log_root) if args.drift_demo and not args.url else ""
@@ -349,8 +395,10 @@ def main() -> None:
     served["max_abs_diff_vs_offline"] = float(np.abs(served_probs - offline_probs).max())
     offline = offline_figures(params, root, records, predictor, args.requests, args.clickprompt_repeats)
     text = report(args, meta, served, offline)
-    text += (f"\nServed vs offline probabilities for the 1,000 records: max |difference| "
-             f"{served['max_abs_diff_vs_offline']:.2e}.\n")
+    text += (
+        f"\nServed vs offline probabilities for the 1,000 records: max |difference| "
+        f"{served['max_abs_diff_vs_offline']:.2e}.\n"
+    )
     if demo:
         text += "\nDrift monitoring on served traffic (`--drift-demo`):\n\n" + demo
     print(text)

@@ -35,14 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from fuxictr.features import FeatureMap
 from fuxictr.preprocess import FeatureProcessor
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.layers import CrossNetV2, FactorizationMachine, FeatureEmbedding, MLP_Block
 from fuxictr.pytorch.models import BaseModel
 from fuxictr.pytorch.torch_utils import seed_everything
+from torch import nn
 
 DATASET_ID = "bench"
 SPLITS = ("train", "valid", "test")
@@ -55,8 +54,13 @@ class DNN(BaseModel):
     def __init__(self, feature_map, embedding_dim, hidden_units, learning_rate, **kwargs):
         super().__init__(feature_map, model_id="DNN", **kwargs)
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1, hidden_units=hidden_units,
-                             hidden_activations="ReLU", output_activation=self.output_activation)
+        self.mlp = MLP_Block(
+            input_dim=feature_map.sum_emb_out_dim(),
+            output_dim=1,
+            hidden_units=hidden_units,
+            hidden_activations="ReLU",
+            output_activation=self.output_activation,
+        )
         self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
         self.reset_parameters()
         self.model_to_device()
@@ -73,8 +77,13 @@ class DeepFM(BaseModel):
         super().__init__(feature_map, model_id="DeepFM", **kwargs)
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         self.fm = FactorizationMachine(feature_map)
-        self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1, hidden_units=hidden_units,
-                             hidden_activations="ReLU", output_activation=None)
+        self.mlp = MLP_Block(
+            input_dim=feature_map.sum_emb_out_dim(),
+            output_dim=1,
+            hidden_units=hidden_units,
+            hidden_activations="ReLU",
+            output_activation=None,
+        )
         self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
         self.reset_parameters()
         self.model_to_device()
@@ -94,8 +103,13 @@ class DCNv2(BaseModel):
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         input_dim = feature_map.sum_emb_out_dim()
         self.crossnet = CrossNetV2(input_dim, num_cross_layers)
-        self.parallel_dnn = MLP_Block(input_dim=input_dim, output_dim=None, hidden_units=hidden_units,
-                                      hidden_activations="ReLU", output_activation=None)
+        self.parallel_dnn = MLP_Block(
+            input_dim=input_dim,
+            output_dim=None,
+            hidden_units=hidden_units,
+            hidden_activations="ReLU",
+            output_activation=None,
+        )
         self.fc = nn.Linear(input_dim + hidden_units[-1], 1)
         self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
         self.reset_parameters()
@@ -127,11 +141,16 @@ def build_npz(config: dict, data_root: Path) -> tuple[FeatureMap, dict[str, str]
     """Fit FuxiCTR's FeatureProcessor on train and encode every split to npz; returns the feature map,
     the npz paths and the preprocessing seconds."""
     started = time.perf_counter()
-    processor = FeatureProcessor(feature_cols=feature_columns(config["fields"]),
-                                 label_col={"name": "label", "dtype": "float"},
-                                 dataset_id=DATASET_ID, data_root=str(data_root))
-    frames = {split: processor.preprocess(processor.read_data(config["data"][split], data_format="parquet"))
-              for split in SPLITS}
+    processor = FeatureProcessor(
+        feature_cols=feature_columns(config["fields"]),
+        label_col={"name": "label", "dtype": "float"},
+        dataset_id=DATASET_ID,
+        data_root=str(data_root),
+    )
+    frames = {
+        split: processor.preprocess(processor.read_data(config["data"][split], data_format="parquet"))
+        for split in SPLITS
+    }
     processor.fit(frames["train"], min_categr_count=config["min_count"])
     paths = {}
     for split in SPLITS:
@@ -177,6 +196,7 @@ class Clock:
             func(*args)
             into["wall"].append(time.perf_counter() - wall)
             into["cpu"].append(time.process_time() - cpu)
+
         return timed
 
     def epoch_seconds(self, kind: str) -> list[float]:
@@ -200,14 +220,33 @@ def run(config: dict, out_dir: Path) -> dict:
     work = out_dir / "fuxictr"
     feature_map, paths, preprocess_seconds = build_npz(config, work / "data")
     train_gen, valid_gen, test_gen = RankDataLoader(
-        feature_map, stage="both", train_data=paths["train"], valid_data=paths["valid"], test_data=paths["test"],
-        batch_size=hp["batch_size"], shuffle=True, data_format="npz", num_workers=config["num_workers"])
+        feature_map,
+        stage="both",
+        train_data=paths["train"],
+        valid_data=paths["valid"],
+        test_data=paths["test"],
+        batch_size=hp["batch_size"],
+        shuffle=True,
+        data_format="npz",
+        num_workers=config["num_workers"],
+    )
     seed_everything(config["seed"])  # model init and the shuffle order depend on the seed only
     model_kwargs = dict(
-        embedding_dim=hp["embedding_dim"], hidden_units=list(hp["hidden_units"]), learning_rate=hp["lr"],
-        gpu=-1, task="binary_classification", optimizer="adam", loss="binary_crossentropy",
-        metrics=["AUC", "logloss"], monitor="AUC", monitor_mode="max", early_stop_patience=hp["patience"],
-        model_root=str(work / "checkpoints"), verbose=0, embedding_regularizer=None, net_regularizer=None,
+        embedding_dim=hp["embedding_dim"],
+        hidden_units=list(hp["hidden_units"]),
+        learning_rate=hp["lr"],
+        gpu=-1,
+        task="binary_classification",
+        optimizer="adam",
+        loss="binary_crossentropy",
+        metrics=["AUC", "logloss"],
+        monitor="AUC",
+        monitor_mode="max",
+        early_stop_patience=hp["patience"],
+        model_root=str(work / "checkpoints"),
+        verbose=0,
+        embedding_regularizer=None,
+        net_regularizer=None,
     )
     if config["model"] == "dcnv2":
         model_kwargs["num_cross_layers"] = hp["num_cross_layers"]

@@ -58,8 +58,12 @@ def _writing(target: Path, wait: bool) -> Iterator[None]:
     lock = target.parent / f".lock-{target.name}"
     fd = _acquire(lock, target, wait)
     try:
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.argv),
-                  "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": shlex.join(sys.argv),
+            "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         _clear_leftovers(target)
@@ -83,8 +87,9 @@ def _acquire(lock: Path, target: Path, wait: bool) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise OutputLocked(f"{target}: being written by another run, {holder}; "
-                               "wait for it to finish or stop it") from None
+            raise OutputLocked(
+                f"{target}: being written by another run, {holder}; wait for it to finish or stop it"
+            ) from None
         except BaseException:
             os.close(fd)
             raise

@@ -34,8 +34,9 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
 
 
-def restore(directory: str | Path, build: Callable[[dict], nn.Module], map_location: str = "cpu",
-            expect_name: str | None = None) -> nn.Module:
+def restore(
+    directory: str | Path, build: Callable[[dict], nn.Module], map_location: str = "cpu", expect_name: str | None = None
+) -> nn.Module:
     """Rebuild a model from ``directory``: ``build(record)`` makes it, the saved weights fill it; eval mode.
 
     A missing file or (with ``expect_name``) a record of another model raises DataError naming the path.

@@ -122,8 +122,14 @@ class FeatureEncoder:
     Build one with :meth:`fit` (from data) or :meth:`load` (from a saved directory).
     """
 
-    def __init__(self, spec: FeatureSpec, vocabs: dict[str, list[str]], edges: dict[str, list[float]],
-                 max_lens: dict[str, int], min_count: int):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        vocabs: dict[str, list[str]],
+        edges: dict[str, list[float]],
+        max_lens: dict[str, int],
+        min_count: int,
+    ):
         self.spec = spec
         self.vocabs = vocabs
         self.edges = edges
@@ -234,8 +240,9 @@ class FeatureEncoder:
         path = Path(directory) / ENCODER_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(FeatureSpec.from_dict(data["spec"]), data["vocabs"], data["edges"],
-                       data["max_lens"], data["min_count"])
+            return cls(
+                FeatureSpec.from_dict(data["spec"]), data["vocabs"], data["edges"], data["max_lens"], data["min_count"]
+            )
         except FileNotFoundError:
             raise DataError(f"{path}: feature encoder not found (fit and save one first)") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:

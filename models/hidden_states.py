@@ -245,7 +245,9 @@ def tokenize(tokenizer, texts: list[str], encoder: Encoder, chunk: int = 4096) -
         lengths += [len(x) for x in full]
         long = [i for i, x in enumerate(full) if len(x) > encoder.max_length]
         if long:
-            cut = tokenizer([part[i] for i in long], add_special_tokens=True, truncation=True, max_length=encoder.max_length)
+            cut = tokenizer(
+                [part[i] for i in long], add_special_tokens=True, truncation=True, max_length=encoder.max_length
+            )
             for i, row in zip(long, cut["input_ids"]):
                 full[i] = row
         ids += [np.asarray(x, dtype=np.int32) for x in full]
@@ -305,7 +307,9 @@ def cache_states(
         )  # fmt: skip
         barrier()  # every rank has read the same index before any rank writes a shard
         if pending:
-            _compute(encoder, list(pending), list(pending.values()), store, run, device, batch_size, shard_size, progress)
+            _compute(
+                encoder, list(pending), list(pending.values()), store, run, device, batch_size, shard_size, progress
+            )
         barrier()
         if rank == 0:
             run.entries = store.index()
@@ -328,7 +332,9 @@ def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, p
     rows: list[int] = []
     states: list[torch.Tensor] = []
     started = time.perf_counter()
-    bar = progress_bar(mine, enabled=progress and run.rank == 0, desc=f"hidden states ({encoder.pooling})", unit="batch")
+    bar = progress_bar(
+        mine, enabled=progress and run.rank == 0, desc=f"hidden states ({encoder.pooling})", unit="batch"
+    )
     with torch.inference_mode():
         for position, batch in enumerate(bar):
             states.append(forward(model, [ids[i] for i in batch], pad_id, encoder.pooling, device))

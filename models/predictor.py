@@ -70,8 +70,9 @@ class RecordEncoder:
 
     def __init__(self, encoder: FeatureEncoder):
         self.fields = encoder.spec.fields
-        self._ids = {name: {token: FIRST_ID + i for i, token in enumerate(vocab)}
-                     for name, vocab in encoder.vocabs.items()}
+        self._ids = {
+            name: {token: FIRST_ID + i for i, token in enumerate(vocab)} for name, vocab in encoder.vocabs.items()
+        }
         self._edges = {name: [float(e) for e in edges] for name, edges in encoder.edges.items()}
         self._max_lens = dict(encoder.max_lens)
         self._memo: dict[str, dict] = {name: {} for name in self._max_lens}
@@ -149,7 +150,7 @@ class Predictor:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if k != "label"}
         n = len(next(iter(tensors.values()))) if tensors else 0
         chunks = [
-            torch.sigmoid(self.model({k: v[s:s + self.batch_size] for k, v in tensors.items()})["logit"].float())
+            torch.sigmoid(self.model({k: v[s : s + self.batch_size] for k, v in tensors.items()})["logit"].float())
             for s in range(0, n, self.batch_size)
         ]
         return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros(0)

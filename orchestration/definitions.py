@@ -8,7 +8,6 @@ shows the stage's figures as metadata. A failing check blocks everything downstr
 """
 
 import os
-
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,9 @@ class Project(dg.ConfigurableResource):
     def params(self, dataset: str | None = None) -> Params:
         """params.yaml with the active profile's overrides (and ``data.name = dataset`` when given)."""
         overrides = profile_overrides(Path(self.root))
-        return load_params(Path(self.root) / self.params_file, {**overrides, **({"data.name": dataset} if dataset else {})})
+        return load_params(
+            Path(self.root) / self.params_file, {**overrides, **({"data.name": dataset} if dataset else {})}
+        )
 
     def default_dataset(self) -> str:
         """The configured data.name: the dataset a run without a partition key works on."""
@@ -87,7 +88,12 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
 def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
     """A blocking check that re-runs the stage's GX suites on its written outputs."""
 
-    @dg.asset_check(asset=asset_key(stage.name, None), name=f"{stage.name}_gx_suite", blocking=True, description=f"Great Expectations suites of `{stage.name}`")
+    @dg.asset_check(
+        asset=asset_key(stage.name, None),
+        name=f"{stage.name}_gx_suite",
+        blocking=True,
+        description=f"Great Expectations suites of `{stage.name}`",
+    )
     def _check(context: dg.AssetCheckExecutionContext, project: Project) -> dg.AssetCheckResult:
         dataset = context.run.tags.get("dagster/partition") or project.default_dataset()
         report = stage.resolve("check")(project.params(dataset), Path(project.root))

@@ -24,8 +24,14 @@ DVC_VARIANT = "${item}"  # DVC's name for the current element of a foreach list
 # `dvc plots show`: one series per model file in each folder the evaluate stage writes
 PLOTS = [
     {f"artifacts/evaluate/{DVC_DATASET}/roc": {"x": "fpr", "y": "tpr", "template": "simple", "title": "ROC (test)"}},
-    {f"artifacts/evaluate/{DVC_DATASET}/calibration": {
-        "x": "predicted", "y": "observed", "template": "simple", "title": "Calibration (test)"}},
+    {
+        f"artifacts/evaluate/{DVC_DATASET}/calibration": {
+            "x": "predicted",
+            "y": "observed",
+            "template": "simple",
+            "title": "Calibration (test)",
+        }
+    },
 ]
 
 

@@ -24,8 +24,12 @@ INTERVAL_S = 60
 def drift_check() -> dg.AssetChecksDefinition:
     """The drifted-column-share check of the ``drift`` asset."""
 
-    @dg.asset_check(asset=DRIFT, name="drift_share", required_resource_keys={"project"},
-                    description="Fails when a segment's share of drifted columns reaches drift.drift_share")
+    @dg.asset_check(
+        asset=DRIFT,
+        name="drift_share",
+        required_resource_keys={"project"},
+        description="Fails when a segment's share of drifted columns reaches drift.drift_share",
+    )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         from assets.drift import metadata, read_summary
 
@@ -53,8 +57,12 @@ def drift_check() -> dg.AssetChecksDefinition:
 def drift_sensor(datasets: list[str]) -> dg.SensorDefinition:
     """Requests a ``drift`` run for a dataset once its prediction log grew by ``drift.rerun_rows`` lines."""
 
-    @dg.sensor(name="drift_on_log_growth", target=dg.AssetSelection.assets(DRIFT), minimum_interval_seconds=INTERVAL_S,
-               description="Re-run drift (and its check) when the service has logged drift.rerun_rows new predictions")
+    @dg.sensor(
+        name="drift_on_log_growth",
+        target=dg.AssetSelection.assets(DRIFT),
+        minimum_interval_seconds=INTERVAL_S,
+        description="Re-run drift (and its check) when the service has logged drift.rerun_rows new predictions",
+    )
     def _sensor(context: dg.SensorEvaluationContext, project: dg.ConfigurableResource):
         from assets.drift import log_dir
         from assets.prediction_log import new_rows
@@ -65,8 +73,11 @@ def drift_sensor(datasets: list[str]) -> dg.SensorDefinition:
             rows, sizes = new_rows(log_dir(params, Path(project.root), dataset), cursor.get(dataset, {}))
             if rows and rows >= int(params.get_path("drift.rerun_rows")):
                 cursor[dataset] = sizes
-                yield dg.RunRequest(run_key=f"drift-{dataset}-{sum(sizes.values())}", partition_key=dataset,
-                                    tags={"trigger": f"{rows} new predictions"})
+                yield dg.RunRequest(
+                    run_key=f"drift-{dataset}-{sum(sizes.values())}",
+                    partition_key=dataset,
+                    tags={"trigger": f"{rows} new predictions"},
+                )
         context.update_cursor(json.dumps(cursor, sort_keys=True))
 
     return _sensor

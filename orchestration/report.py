@@ -19,8 +19,10 @@ def summary_table(root: Path, params: Params) -> str:
         parts.append(results_table(root, dataset))
     entries = timings.latest(root, dataset)
     if entries:
-        parts.append(f"Wall time per stage (artifacts/timings/{dataset}.jsonl, latest run of each):\n"
-                     + timings.markdown(entries))
+        parts.append(
+            f"Wall time per stage (artifacts/timings/{dataset}.jsonl, latest run of each):\n"
+            + timings.markdown(entries)
+        )
     parts.append(next_steps(root, params))
     return "\n\n".join(p.rstrip("\n") for p in parts)
 
@@ -32,12 +34,18 @@ def results_table(root: Path, dataset: str) -> str:
     results = read_results(root, dataset)
     models = results["models"]
     header = f"{'variant':<28}{'stage':<14}{'AUC':>8}{'±':>8}{'LogLoss':>9}{'RelaImpr':>10}{'seeds':>6}"
-    lines = [f"Test results, {dataset} (RelaImpr vs {results['base_model']}; all tables: "
-             f"artifacts/evaluate/{dataset}/results.md)", header, "-" * len(header)]
+    lines = [
+        f"Test results, {dataset} (RelaImpr vs {results['base_model']}; all tables: "
+        f"artifacts/evaluate/{dataset}/results.md)",
+        header,
+        "-" * len(header),
+    ]
     for name, r in sorted(models.items(), key=lambda kv: -kv[1]["auc"]):
         relaimpr = "-" if r.get("relaimpr") is None else f"{r['relaimpr'] * 100:+.2f}%"
-        lines.append(f"{name:<28}{r['stage']:<14}{r['auc']:>8.4f}{r['auc_std']:>8.4f}{r['logloss']:>9.4f}"
-                     f"{relaimpr:>10}{r['seeds']:>6}")
+        lines.append(
+            f"{name:<28}{r['stage']:<14}{r['auc']:>8.4f}{r['auc_std']:>8.4f}{r['logloss']:>9.4f}"
+            f"{relaimpr:>10}{r['seeds']:>6}"
+        )
     return "\n".join(lines)
 
 
@@ -45,15 +53,17 @@ def next_steps(root: Path, params: Params) -> str:
     """Where a user goes after a run: the UI, the service, the reports and plots, the full tables."""
     dataset = params.get_path("data.name")
     drift = artifact_dir(Path("."), "drift", dataset)
-    return "\n".join([
-        "Next (after `source .venv/bin/activate`, or through make):",
-        "  make ui                      Dagster UI on http://127.0.0.1:3001: asset graph, GX checks, metadata",
-        "  make serve                   the CTR service (BentoML) on http://127.0.0.1:3000",
-        f"  {str(drift) + '/*.html':<28} Evidently drift reports per long-tail segment",
-        "  dvc plots show               ROC and calibration curves -> dvc_plots/index.html",
-        "  dvc metrics show             the evaluation figures",
-        "  make run PROFILE=full        the published tables: 3 seeds, every variant (hours on CPU)",
-    ])
+    return "\n".join(
+        [
+            "Next (after `source .venv/bin/activate`, or through make):",
+            "  make ui                      Dagster UI on http://127.0.0.1:3001: asset graph, GX checks, metadata",
+            "  make serve                   the CTR service (BentoML) on http://127.0.0.1:3000",
+            f"  {str(drift) + '/*.html':<28} Evidently drift reports per long-tail segment",
+            "  dvc plots show               ROC and calibration curves -> dvc_plots/index.html",
+            "  dvc metrics show             the evaluation figures",
+            "  make run PROFILE=full        the published tables: 3 seeds, every variant (hours on CPU)",
+        ]
+    )
 
 
 def data_table(root: Path, params: Params) -> str:
@@ -61,9 +71,14 @@ def data_table(root: Path, params: Params) -> str:
     dataset = params.get_path("data.name")
     ingest = read_json(artifact_dir(root, "ingest", dataset) / "summary.json")
     split = read_json(artifact_dir(root, "split", dataset) / "summary.json")
-    header = f"{'table':<10}{'rows':>9}{'users':>7}{'items':>7}{'pos.rate':>10}{'share':>7}{'cold users':>12}{'cold items':>12}"
+    header = (
+        f"{'table':<10}{'rows':>9}{'users':>7}{'items':>7}{'pos.rate':>10}{'share':>7}"
+        f"{'cold users':>12}{'cold items':>12}"
+    )
     lines = [f"dataset {dataset}, split method {split['method']}", header, "-" * len(header)]
-    lines.append(f"{'all':<10}{ingest['rows']:>9}{ingest['users']:>7}{ingest['items']:>7}{ingest['positive_rate']:>10.4f}")
+    lines.append(
+        f"{'all':<10}{ingest['rows']:>9}{ingest['users']:>7}{ingest['items']:>7}{ingest['positive_rate']:>10.4f}"
+    )
     for name in SPLITS:
         s = split["splits"][name]
         lines.append(

@@ -8,9 +8,10 @@ entries of a fresh-clone run into ``docs/timings_default.json`` and the README's
 
 The budget: a fresh clone must finish ``make run`` (venv and model downloads included) within
 ``BUDGET_S`` on a 2-core machine. Machines of that size differ and methods are still being added, so
-the published fresh run (venv build plus ``make run``) must stay within ``HEADROOM`` of the budget. :func:`budget_problems` is what the test suite checks: every stage
-instance the default params produce has a published time measured under exactly its current params
-(change a size knob and the stage must be re-measured), and the total fits.
+the published fresh run (venv build plus ``make run``) must stay within ``HEADROOM`` of the budget.
+:func:`budget_problems` is what the test suite checks: every stage instance the default params
+produce has a published time measured under exactly its current params (change a size knob and the
+stage must be re-measured), and the total fits.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def record(root: Path, dataset: str, label: str, seconds: float, params_digest: 
     """Append one finished step to the dataset's record (one short line: appends do not interleave)."""
     path = record_path(root, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"label": label, "seconds": round(float(seconds), 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             "params_digest": params_digest}
+    entry = {
+        "label": label,
+        "seconds": round(float(seconds), 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "params_digest": params_digest,
+    }
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
 
@@ -94,8 +99,14 @@ def by_stage(entries: dict[str, dict[str, Any]]) -> list[tuple[str, int, float, 
     rows = []
     for name, members in groups.items():
         slowest = max(members, key=lambda m: m[1])
-        rows.append((name, len(members), sum(s for _, s in members),
-                     f"{slowest[0].partition('@')[2]} {slowest[1]:.0f} s" if len(members) > 1 else ""))
+        rows.append(
+            (
+                name,
+                len(members),
+                sum(s for _, s in members),
+                f"{slowest[0].partition('@')[2]} {slowest[1]:.0f} s" if len(members) > 1 else "",
+            )
+        )
     return rows
 
 
@@ -126,18 +137,24 @@ def budget_problems(published: dict[str, Any], params: Params) -> list[str]:
     stages = published.get("steps", {})
     for label, digest in default_instances(params).items():
         if label not in stages:
-            problems.append(f"{label}: no published time (run it in a fresh `make run`, then `llm4ctr publish timings`)")
+            problems.append(
+                f"{label}: no published time (run it in a fresh `make run`, then `llm4ctr publish timings`)"
+            )
         elif stages[label].get("params_digest") != digest:
-            problems.append(f"{label}: published time was measured under other params (digest "
-                            f"{stages[label].get('params_digest')} vs {digest}); re-measure it")
+            problems.append(
+                f"{label}: published time was measured under other params (digest "
+                f"{stages[label].get('params_digest')} vs {digest}); re-measure it"
+            )
     total = fresh_total(stages)
     if total is None:
         problems.append(f"no '{TOTAL}' total in {PUBLISHED}")
     elif VENV not in stages:
         problems.append(f"no '{VENV}' time in {PUBLISHED}: publish a run from a fresh clone (venv built by make run)")
     elif total > BUDGET_S * HEADROOM:
-        problems.append(f"a fresh clone took {total:.0f} s (venv + make run), over {HEADROOM:.0%} of the "
-                        f"{BUDGET_S} s budget ({BUDGET_S * HEADROOM:.0f} s)")
+        problems.append(
+            f"a fresh clone took {total:.0f} s (venv + make run), over {HEADROOM:.0%} of the "
+            f"{BUDGET_S} s budget ({BUDGET_S * HEADROOM:.0f} s)"
+        )
     return problems
 
 
@@ -149,15 +166,23 @@ def publish(root: Path, params: Params) -> Path:
     """
     dataset = params.get_path("data.name")
     entries = latest(root, dataset)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                            text=True).stdout.strip()
-    published = {"dataset": dataset, "commit": commit or None, "measured": entries.get(TOTAL, {}).get("finished"),
-                 "machine": {"cores": _cores(), "python": platform.python_version()},
-                 "budget_s": BUDGET_S, "headroom": HEADROOM, "steps": entries}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    published = {
+        "dataset": dataset,
+        "commit": commit or None,
+        "measured": entries.get(TOTAL, {}).get("finished"),
+        "machine": {"cores": _cores(), "python": platform.python_version()},
+        "budget_s": BUDGET_S,
+        "headroom": HEADROOM,
+        "steps": entries,
+    }
     problems = budget_problems(published, params)
     if problems:
-        raise Llm4ctrError(f"{record_path(root, dataset)} does not show the default profile within budget:\n  "
-                           + "\n  ".join(problems))
+        raise Llm4ctrError(
+            f"{record_path(root, dataset)} does not show the default profile within budget:\n  " + "\n  ".join(problems)
+        )
     write_text(Path(root) / PUBLISHED, json.dumps(published, indent=1) + "\n")
     replace_block(Path(root) / README, "timings default", markdown(entries))
     return Path(root) / PUBLISHED

@@ -38,8 +38,12 @@ class RequestGuard:
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media_type not in JSON_TYPES:
-            return await _error(send, 415, f"Content-Type {media_type.decode('latin-1')!r} is not supported; "
-                                           "send the request body as JSON with 'Content-Type: application/json'")
+            return await _error(
+                send,
+                415,
+                f"Content-Type {media_type.decode('latin-1')!r} is not supported; "
+                "send the request body as JSON with 'Content-Type: application/json'",
+            )
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -82,6 +86,11 @@ class RequestGuard:
 
 async def _error(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -64,15 +64,22 @@ class Server:
 
 
 @contextmanager
-def bentoml_serve(env: dict[str, str], log_path: Path, target: str = TARGET, timeout: float = 180,
-                  grace: float = 20, cwd: Path = ROOT) -> Iterator[Server]:
+def bentoml_serve(
+    env: dict[str, str], log_path: Path, target: str = TARGET, timeout: float = 180, grace: float = 20, cwd: Path = ROOT
+) -> Iterator[Server]:
     """Run `bentoml serve target` (a module:Class or a bento tag) on 127.0.0.1:<free port> with ``env``
     in ``cwd``; yield it once ready."""
     port = free_port()
     bentoml = str(Path(sys.executable).parent / "bentoml")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     workers: dict[int, psutil.Process] = {}
     try:
         deadline = time.monotonic() + timeout

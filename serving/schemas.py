@@ -30,10 +30,13 @@ ID_FIELDS = ("user_id", "item_id")
 
 # Native pydantic-core types only (no Python validator per value): validating 1,000 records costs a
 # few milliseconds. Integers stay integers; the encoder reads 5 and "5" alike.
-Token = Union[Annotated[StrictStr, Field(max_length=MAX_TEXT)],
-              Annotated[StrictInt, Field(ge=-(2**63) + 1, le=2**63 - 1)]]
-Number = Union[Annotated[StrictInt, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)],
-               Annotated[StrictFloat, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf_nan=False)]]
+Token = Union[
+    Annotated[StrictStr, Field(max_length=MAX_TEXT)], Annotated[StrictInt, Field(ge=-(2**63) + 1, le=2**63 - 1)]
+]
+Number = Union[
+    Annotated[StrictInt, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)],
+    Annotated[StrictFloat, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER, allow_inf_nan=False)],
+]
 
 
 def record_model(fields: Sequence[dict[str, str]], name: str = "Record") -> type:
@@ -55,8 +58,9 @@ def record_model(fields: Sequence[dict[str, str]], name: str = "Record") -> type
 
 def records_type(record: type, max_records: int) -> Any:
     """The annotation of the ``records`` argument: 1 to ``max_records`` records."""
-    return Annotated[list[record], Field(min_length=1, max_length=max_records,
-                                         description=f"1 to {max_records} records to score")]
+    return Annotated[
+        list[record], Field(min_length=1, max_length=max_records, description=f"1 to {max_records} records to score")
+    ]
 
 
 class Prediction(TypedDict):
@@ -67,6 +71,13 @@ class Prediction(TypedDict):
 
 
 _EXAMPLE = {  # one ML-100K row, shown in the OpenAPI docs
-    "user_id": "196", "item_id": "306", "scenario": "age>=35", "gender": "M", "age": 49,
-    "occupation": "writer", "zip": "55105", "genres": "Drama|Romance", "year": 1997,
+    "user_id": "196",
+    "item_id": "306",
+    "scenario": "age>=35",
+    "gender": "M",
+    "age": 49,
+    "occupation": "writer",
+    "zip": "55105",
+    "genres": "Drama|Romance",
+    "year": 1997,
 }

@@ -25,11 +25,11 @@ from typing import Any
 import bentoml
 import torch
 
+from assets.prediction_log import PredictionLog
 from llm4ctr.env import apply_defaults
 from llm4ctr.errors import DataError
-from serving.guard import RequestGuard
-from assets.prediction_log import PredictionLog
 from models.predictor import Predictor
+from serving.guard import RequestGuard
 from serving.schemas import Prediction, record_model, records_type
 
 apply_defaults()
@@ -37,8 +37,10 @@ apply_defaults()
 MODEL_TAG = os.environ.get("LLM4CTR_MODEL_TAG", "llm4ctr-ctr:latest")
 _model_ref = bentoml.models.BentoModel(MODEL_TAG)
 if _model_ref.stored is None:
-    raise DataError(f"BentoML model '{MODEL_TAG}' is not in the model store under "
-                    f"{os.environ.get('BENTOML_HOME', '~/bentoml')}; register it with `llm4ctr stage bento`")
+    raise DataError(
+        f"BentoML model '{MODEL_TAG}' is not in the model store under "
+        f"{os.environ.get('BENTOML_HOME', '~/bentoml')}; register it with `llm4ctr stage bento`"
+    )
 META: dict[str, Any] = _model_ref.stored.info.metadata
 SERVE: dict[str, Any] = META["serve"]
 
@@ -80,8 +82,9 @@ class CTRService:
     def __is_ready__(self) -> bool:
         return self.ready
 
-    @bentoml.api(batchable=True, max_batch_size=int(SERVE["max_batch_size"]),
-                 max_latency_ms=int(SERVE["max_latency_ms"]))
+    @bentoml.api(
+        batchable=True, max_batch_size=int(SERVE["max_batch_size"]), max_latency_ms=int(SERVE["max_latency_ms"])
+    )
     async def predict(self, records: Records) -> list[Prediction]:
         """Click probability of each record (same order), with the version of the model that scored it.
 
@@ -98,9 +101,12 @@ class CTRService:
     @bentoml.api(route="/metadata")
     def metadata(self) -> dict[str, Any]:
         """The served model: version, dataset, variant, metrics, lineage, record fields, log counters."""
-        return {"model_version": self.version, **{k: v for k, v in META.items() if k != "serve"},
-                "limits": {k: SERVE[k] for k in ("max_records", "max_body_bytes")},
-                "prediction_log": {"directory": str(self.log.directory), **self.log.stats}}
+        return {
+            "model_version": self.version,
+            **{k: v for k, v in META.items() if k != "serve"},
+            "limits": {k: SERVE[k] for k in ("max_records", "max_body_bytes")},
+            "prediction_log": {"directory": str(self.log.directory), **self.log.stats},
+        }
 
     @bentoml.on_shutdown
     def _close_log(self) -> None:

@@ -26,8 +26,14 @@ TINY = {
     "dcnv2": {"embedding_dim": 8, "num_cross_layers": 2, "hidden_units": [32, 16]},
     "autoint": {"embedding_dim": 8, "attention_layers": 2, "num_heads": 2, "attention_dim": 8},
     "fignn": {"embedding_dim": 8, "gnn_layers": 2},
-    "fgcnn": {"embedding_dim": 8, "channels": [4, 4], "kernel_heights": [3, 3], "pooling_sizes": [2, 2],
-              "recombined_channels": [2, 2], "hidden_units": [32, 16]},
+    "fgcnn": {
+        "embedding_dim": 8,
+        "channels": [4, 4],
+        "kernel_heights": [3, 3],
+        "pooling_sizes": [2, 2],
+        "recombined_channels": [2, 2],
+        "hidden_units": [32, 16],
+    },
 }
 
 

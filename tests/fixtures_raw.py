@@ -231,4 +231,3 @@ def truncated_copy(path: Path, dest: Path, keep: float = 0.5) -> Path:
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Relative path -> content of every file under ``root``: to compare directories byte for byte."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-

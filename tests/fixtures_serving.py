@@ -23,7 +23,7 @@ from assets.tables import write_table
 from llm4ctr.params import Params, load_params
 from models.ctr import build_model
 from models.features import FeatureEncoder, default_spec
-from models.trainer import Trainer, TrainConfig, save_model
+from models.trainer import TrainConfig, Trainer, save_model
 from tests.fixtures_ctr import TINY
 from tests.fixtures_tables import make_interactions, split
 
@@ -72,9 +72,18 @@ def build_project(root: Path, n_rows: int = 6000, epochs: int = 3) -> Params:
     variant_dir = root / "artifacts" / "train" / DATASET / MODEL
     save_model(trainer.model, variant_dir / f"seed{SEED}")
     records = [(SEED, name, trainer.predict(arrays[name])) for name in ("valid", "test")]
-    summary = {"variant": MODEL, "stage": "train", "params_digest": "feedc0ffee12",
-               "seeds": {str(SEED): {"best_epoch": result.best_epoch, "valid_auc": result.best_auc,
-                                     "train_seconds": time.perf_counter() - started}}}
+    summary = {
+        "variant": MODEL,
+        "stage": "train",
+        "params_digest": "feedc0ffee12",
+        "seeds": {
+            str(SEED): {
+                "best_epoch": result.best_epoch,
+                "valid_auc": result.best_auc,
+                "train_seconds": time.perf_counter() - started,
+            }
+        },
+    }
     write_variant(variant_dir, records, summary)
     shutil.rmtree(root / "work")
     (root / "data.dvc").write_text(f"outs:\n- md5: {DATA_MD5}\n  path: data\n", encoding="utf-8")

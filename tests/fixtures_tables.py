@@ -22,8 +22,15 @@ def scenario_of(age: pd.Series) -> pd.Series:
     return pd.Series(group, index=age.index, dtype="string")
 
 
-def make_interactions(n_rows: int = 4000, n_users: int = 120, n_items: int = 150, seed: int = 0, *,
-                      per_user: int | None = None, scenarios: str = "single") -> pd.DataFrame:
+def make_interactions(
+    n_rows: int = 4000,
+    n_users: int = 120,
+    n_items: int = 150,
+    seed: int = 0,
+    *,
+    per_user: int | None = None,
+    scenarios: str = "single",
+) -> pd.DataFrame:
     """A normalized ml-100k table (assets/schema.py columns and dtypes) with labels from a known model.
 
     Rows: ``n_rows`` random (user, item) draws in time order (a pair may repeat), or, with ``per_user``,
@@ -60,21 +67,23 @@ def make_interactions(n_rows: int = 4000, n_users: int = 120, n_items: int = 150
     logit = 1.5 * user_bias[users] + 1.5 * item_bias[items] + 2.0 * likes_genre + 0.8 * era * gender - 0.8
     label = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
-    frame = pd.DataFrame({
-        "user_id": [str(u + 1) for u in users],
-        "item_id": [str(i + 1) for i in items],
-        "rating": np.where(label == 1, 4.0 + rng.integers(0, 2, n_rows), 1.0 + rng.integers(0, 3, n_rows)),
-        "label": label,
-        "timestamp": np.arange(n_rows, dtype=np.int64) + 978_300_000,
-        "scenario": "ml",
-        "gender": user_gender[users],
-        "age": user_age[users],
-        "occupation": user_occupation[users].astype(str),
-        "zip": user_zip[users],
-        "title": [f"Movie {i + 1} ({item_year[i]})" for i in items],
-        "genres": ["|".join(GENRES[g] for g in item_genres[i]) for i in items],
-        "year": item_year[items],
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": [str(u + 1) for u in users],
+            "item_id": [str(i + 1) for i in items],
+            "rating": np.where(label == 1, 4.0 + rng.integers(0, 2, n_rows), 1.0 + rng.integers(0, 3, n_rows)),
+            "label": label,
+            "timestamp": np.arange(n_rows, dtype=np.int64) + 978_300_000,
+            "scenario": "ml",
+            "gender": user_gender[users],
+            "age": user_age[users],
+            "occupation": user_occupation[users].astype(str),
+            "zip": user_zip[users],
+            "title": [f"Movie {i + 1} ({item_year[i]})" for i in items],
+            "genres": ["|".join(GENRES[g] for g in item_genres[i]) for i in items],
+            "year": item_year[items],
+        }
+    )
     if scenarios == "age":
         frame["scenario"] = scenario_of(frame["age"])
     dtypes = columns_for("ml-100k")

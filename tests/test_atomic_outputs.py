@@ -23,8 +23,10 @@ def test_appends_then_replaces_only_its_own_block(tmp_path):
     doc.write_text("# Results\n\nhand-written intro\n")
     replace_block(doc, "bench a", "| x |\n|---|\n| 1 |\n")
     replace_block(doc, "bench b", "b1")
-    assert doc.read_text() == ("# Results\n\nhand-written intro\n\n<!-- BEGIN bench a -->\n| x |\n|---|\n| 1 |\n"
-                               "<!-- END bench a -->\n\n<!-- BEGIN bench b -->\nb1\n<!-- END bench b -->\n")
+    assert doc.read_text() == (
+        "# Results\n\nhand-written intro\n\n<!-- BEGIN bench a -->\n| x |\n|---|\n| 1 |\n"
+        "<!-- END bench a -->\n\n<!-- BEGIN bench b -->\nb1\n<!-- END bench b -->\n"
+    )
     doc.write_text(doc.read_text().replace("hand-written intro", "edited by hand"))
     replace_block(doc, "bench a", "| x |\n|---|\n| 2 |")
     text = doc.read_text()

@@ -30,7 +30,10 @@ def test_all_commands_are_listed_in_top_level_help():
 def _cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-c", "from orchestration.cli import main; main()", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -133,4 +136,6 @@ def test_an_output_another_run_is_writing_is_a_one_line_error(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert lines[0].startswith(f"error: {tmp_path / 'data' / 'ml-100k'}: being written by another run, pid {os.getpid()} ")
+    assert lines[0].startswith(
+        f"error: {tmp_path / 'data' / 'ml-100k'}: being written by another run, pid {os.getpid()} "
+    )

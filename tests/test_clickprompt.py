@@ -7,12 +7,30 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from transformers import (BertConfig, BertForMaskedLM, DynamicCache, MPNetConfig, MPNetForMaskedLM, RobertaConfig,
-                          RobertaForMaskedLM)
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    DynamicCache,
+    MPNetConfig,
+    MPNetForMaskedLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
 
-from models.clickprompt import (PAMLM, ClickPromptNet, ClickPromptWithPLM, PretrainConfig, PromptGenerator,
-                                mask_tokens, pretrain, pretrained_ctr, prompted_states, split_masked_lm,
-                                text_position_ids, trim_padding)
+from models.clickprompt import (
+    PAMLM,
+    ClickPromptNet,
+    ClickPromptWithPLM,
+    PretrainConfig,
+    PromptGenerator,
+    mask_tokens,
+    pretrain,
+    pretrained_ctr,
+    prompted_states,
+    split_masked_lm,
+    text_position_ids,
+    trim_padding,
+)
 from models.ctr import DCNv2, build_model
 from models.trainer import TrainConfig, Trainer, load_model, save_model
 from tests.fixtures_ctr import TINY, encoded, head
@@ -21,8 +39,14 @@ PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]
 VOCAB = 120
 K = 3
-TINY_PLM = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "intermediate_size": 64, "max_position_embeddings": 80}
+TINY_PLM = {
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 80,
+}
 
 
 def _masked_lm(kind: str = "bert", seed: int = 0):
@@ -52,8 +76,8 @@ def _texts(rows: int, seed: int = 0, length: int = 12) -> dict[str, np.ndarray]:
     for r in range(rows):
         n = int(rng.integers(4, length - 1))
         ids[r, 0], ids[r, n + 1] = CLS, SEP
-        ids[r, 1:n + 1] = rng.integers(len(SPECIAL), VOCAB, n)
-        mask[r, :n + 2] = 1
+        ids[r, 1 : n + 1] = rng.integers(len(SPECIAL), VOCAB, n)
+        mask[r, : n + 2] = 1
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -66,9 +90,22 @@ def _described(rows: int) -> dict[str, np.ndarray]:
     """Training rows with texts that describe them ("user is <u> . item is <i> . gender is <g>"), as in
     ClickPrompt: the words are predictable from the frame and from the IDs, so MLM has something to learn."""
     arrays = head(encoded()[1], rows)
-    words = [np.full(rows, CLS), np.full(rows, 10), np.full(rows, 11), 20 + arrays["user_id"] % 40, np.full(rows, 12),
-             np.full(rows, 13), np.full(rows, 11), 60 + arrays["item_id"] % 40, np.full(rows, 12), np.full(rows, 14),
-             np.full(rows, 11), 100 + arrays["gender"] % 4, np.full(rows, 12), np.full(rows, SEP)]
+    words = [
+        np.full(rows, CLS),
+        np.full(rows, 10),
+        np.full(rows, 11),
+        20 + arrays["user_id"] % 40,
+        np.full(rows, 12),
+        np.full(rows, 13),
+        np.full(rows, 11),
+        60 + arrays["item_id"] % 40,
+        np.full(rows, 12),
+        np.full(rows, 14),
+        np.full(rows, 11),
+        100 + arrays["gender"] % 4,
+        np.full(rows, 12),
+        np.full(rows, SEP),
+    ]
     ids = np.stack(words, axis=1).astype(np.int64)
     return {**{k: v for k, v in arrays.items() if k != "label"}, "input_ids": ids, "attention_mask": np.ones_like(ids)}
 
@@ -135,8 +172,12 @@ def test_text_keeps_its_own_position_ids_under_a_prefix(kind):
         cache.update(torch.randn(1, 4, K, 8), torch.randn(1, 4, K, 8), layer)
     with torch.no_grad():
         plain = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        hidden = encoder(input_ids=ids, attention_mask=torch.cat([torch.zeros(1, K, dtype=torch.long), mask], 1),
-                         position_ids=positions, past_key_values=cache).last_hidden_state
+        hidden = encoder(
+            input_ids=ids,
+            attention_mask=torch.cat([torch.zeros(1, K, dtype=torch.long), mask], 1),
+            position_ids=positions,
+            past_key_values=cache,
+        ).last_hidden_state
     torch.testing.assert_close(hidden[mask.bool()], plain[mask.bool()])
 
 
@@ -194,8 +235,9 @@ def test_pamlm_loss_decreases_and_resumes_exactly(tmp_path):
         return PAMLM(net, mlm_head, MASK, SPECIAL, VOCAB, fresh_head_params=("predictions.bias",))
 
     data = _described(96)
-    config = PretrainConfig(new_lr=3e-3, plm_lr=3e-3, batch_size=16, epochs=5, warmup=0.1, log_every=5,
-                            checkpoint_every=10, progress=False)
+    config = PretrainConfig(
+        new_lr=3e-3, plm_lr=3e-3, batch_size=16, epochs=5, warmup=0.1, log_every=5, checkpoint_every=10, progress=False
+    )
     objective = fresh()
     summary = pretrain(objective, data, tmp_path / "a", config)
     losses = [h["loss"] for h in summary["history"]]
@@ -239,8 +281,12 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     pretrain(PAMLM(net, mlm_head, MASK, SPECIAL, VOCAB), data, tmp_path, PretrainConfig(batch_size=16, progress=False))
     net, mlm_head = _net()
     with pytest.raises(ParamsError, match="other settings"):
-        pretrain(PAMLM(net, mlm_head, MASK, SPECIAL, VOCAB), data, tmp_path,
-                 PretrainConfig(batch_size=16, plm_lr=1e-4, progress=False))
+        pretrain(
+            PAMLM(net, mlm_head, MASK, SPECIAL, VOCAB),
+            data,
+            tmp_path,
+            PretrainConfig(batch_size=16, plm_lr=1e-4, progress=False),
+        )
 
 
 # ---------------------------------------------------------------------- checkpoints and finetuning
@@ -302,7 +348,8 @@ def test_with_plm_fuses_both_logits_and_trains_the_ctr_side_through_a_frozen_plm
     # the trainer takes those groups: the encoder moves, by steps of plm_lr (Adam), not of the trainer's lr
     before = [p.detach().clone() for p in tuned.net.encoder.parameters()]
     Trainer(tuned, TrainConfig(batch_size=32, max_epochs=1, lr=3e-3, progress=False)).fit(
-        _arrays(1, 64), _arrays(2, 32), tmp_path / "tuned")
+        _arrays(1, 64), _arrays(2, 32), tmp_path / "tuned"
+    )
     moved = max(float((p.detach() - b).abs().max()) for p, b in zip(tuned.net.encoder.parameters(), before))
     assert 0 < moved < 2 * 3e-5 * 1.5
 

@@ -20,8 +20,10 @@ from llm4ctr.params import Params
 from tests.fixtures_params import PROMPTS_CONFIG, project_params
 from tests.fixtures_tables import make_interactions
 
-WORDS = ("user id is gender male female age occupation zipcode movie title genre action comedy drama horror romance "
-         "sci fi thriller war year unknown , . - ( )").split()
+WORDS = (
+    "user id is gender male female age occupation zipcode movie title genre action comedy drama horror romance "
+    "sci fi thriller war year unknown , . - ( )"
+).split()
 TINY = {
     "prompts.config": PROMPTS_CONFIG, "features.n_bins": 4,
     "ctr.hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1, "hidden_units": [16]}},
@@ -58,12 +60,28 @@ def make_project(tmp: Path) -> Path:
         write_table(df, folder / f"{name}.parquet")
     features.run(_params(tmp), tmp)
     text.run(_params(tmp), tmp)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *(str(d) for d in range(10)),
-             *(f"##{d}" for d in range(10))]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *WORDS,
+        *(str(d) for d in range(10)),
+        *(f"##{d}" for d in range(10)),
+    ]
     (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp / "plm")
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(tmp / "plm")
     BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp / "plm")
     return tmp
 
@@ -83,8 +101,13 @@ def _rebuilt_plm(params: Params, root: Path, variant: str, seed: int) -> Path:
     encoder, arrays = features.load_encoded(root, "ml-100k")
     out = root / "artifacts" / "clickprompt" / "ml-100k" / variant
     model, plm = clickprompt.load_with_plm(params, root, encoder.vocab_sizes, out / f"seed{seed}")
-    test = clickprompt.text_arrays(arrays["test"], clickprompt.texts(root, "ml-100k")["test"],
-                                   np.arange(len(arrays["test"]["label"])), AutoTokenizer.from_pretrained(plm), 48)
+    test = clickprompt.text_arrays(
+        arrays["test"],
+        clickprompt.texts(root, "ml-100k")["test"],
+        np.arange(len(arrays["test"]["label"])),
+        AutoTokenizer.from_pretrained(plm),
+        48,
+    )
     preds = pd.read_parquet(out / "predictions.parquet")
     saved = preds[(preds.split == "test") & (preds.seed == seed)].sort_values("row")["prob"].to_numpy()
     np.testing.assert_allclose(Trainer(model, TrainConfig(progress=False)).predict(test), saved, rtol=1e-5, atol=1e-6)
@@ -131,8 +154,9 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
     assert _rebuilt_plm(params, root, "clickprompt_with_plm", 5) == ckpt / "plm"
 
     meta = evaluate.run(params, root)
-    assert meta["models"] == 2 and set(json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())
-                                       ["ml-100k"]) == {"clickprompt_wo_plm", "clickprompt_with_plm"}
+    assert meta["models"] == 2 and set(
+        json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())["ml-100k"]
+    ) == {"clickprompt_wo_plm", "clickprompt_with_plm"}
 
 
 def test_adding_a_plm_seed_resumes_the_trained_one(root):
@@ -145,7 +169,9 @@ def test_adding_a_plm_seed_resumes_the_trained_one(root):
     assert resumed["train_seconds"] == trained["train_seconds"]  # the training it reloaded, not the reload time
     work = root / "artifacts" / ".work" / "clickprompt" / "ml-100k" / "clickprompt_with_plm"
     assert sorted(p.name.split("-")[0] for p in work.iterdir()) == ["seed5", "seed6"]
-    preds = pd.read_parquet(root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet")
+    preds = pd.read_parquet(
+        root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "predictions.parquet"
+    )
     assert set(preds["seed"]) == {5, 6}
 
 
@@ -166,7 +192,9 @@ def test_user_errors_name_the_setting(root):
     with pytest.raises(DataError, match="'input' to clickprompt.pretrain.variants"):
         clickprompt.finetune(params, root, variant="clickprompt_wo_layerwise")
     with pytest.raises(ParamsError, match="plm_lr must be >= 0"):
-        clickprompt.finetune(_params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, variant="clickprompt_wo_both")
+        clickprompt.finetune(
+            _params(root, **{"clickprompt.finetune.plm_lr": -1e-5}), root, variant="clickprompt_wo_both"
+        )
     misspelt = _params(root)
     misspelt["clickprompt"]["pretrain"]["lr"] = 1.0  # not a key of params.yaml, so not an override
     with pytest.raises(ParamsError, match="unknown setting"):
@@ -174,8 +202,9 @@ def test_user_errors_name_the_setting(root):
     with pytest.raises(ParamsError, match="row budget"):
         clickprompt.subsample(10, 0, 0)
     with pytest.raises(DataError, match="seed9: not a with-PLM finetuning output"):
-        clickprompt.load_with_plm(params, root, {},
-                                  root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9")
+        clickprompt.load_with_plm(
+            params, root, {}, root / "artifacts" / "clickprompt" / "ml-100k" / "clickprompt_with_plm" / "seed9"
+        )
 
 
 def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_path):
@@ -197,8 +226,9 @@ def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_pa
     def network_states(root: Path) -> torch.Tensor:
         _, arrays = features.load_encoded(root, "ml-100k")
         tokenizer = BertTokenizer.from_pretrained(root / pretrained / "plm")
-        rows = clickprompt.text_arrays(arrays["test"], clickprompt.texts(root, "ml-100k")["test"],
-                                       np.arange(16), tokenizer, 48)
+        rows = clickprompt.text_arrays(
+            arrays["test"], clickprompt.texts(root, "ml-100k")["test"], np.arange(16), tokenizer, 48
+        )
         batch = {k: torch.as_tensor(v) for k, v in rows.items() if k != "label"}
         with torch.inference_mode():
             return ClickPromptNet.load(root / pretrained).eval()(batch)["hidden"]
@@ -209,11 +239,16 @@ def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_pa
     (tmp_path / "elsewhere").mkdir()
     after = Path(shutil.move(before, tmp_path / "elsewhere" / "project"))
     assert not before.exists()
-    traces = [p.relative_to(after) for p in (after / "artifacts").rglob("*") if p.is_file()
-              and str(before).encode() in p.read_bytes()]
+    traces = [
+        p.relative_to(after)
+        for p in (after / "artifacts").rglob("*")
+        if p.is_file() and str(before).encode() in p.read_bytes()
+    ]
     assert not traces, f"artifacts naming the project's old place: {traces}"
-    for summary in (outputs / "clickprompt_with_plm" / "summary.json", outputs / "clickprompt_with_plm" / "seed5" /
-                    "clickprompt.json"):
+    for summary in (
+        outputs / "clickprompt_with_plm" / "summary.json",
+        outputs / "clickprompt_with_plm" / "seed5" / "clickprompt.json",
+    ):
         assert json.loads((after / summary).read_text())["pretrained_from"] == pretrained.as_posix()
 
     moved = _params(after, **{"train.seeds": [3]})  # the user's params now point at the moved PLM

@@ -18,8 +18,10 @@ NAMES = sorted(MODELS)
 
 
 def _batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v, dtype=torch.float32 if k in ("label", "dense") else torch.int64)
-            for k, v in arrays.items()}
+    return {
+        k: torch.as_tensor(v, dtype=torch.float32 if k in ("label", "dense") else torch.int64)
+        for k, v in arrays.items()
+    }
 
 
 def _model(name: str, seed: int = 0, **extra):

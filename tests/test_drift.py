@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from assets.bento import registered_model_dir, run as register
+from assets.bento import registered_model_dir
+from assets.bento import run as register
 from assets.drift import SUMMARY, current_traffic, log_dir
-from models.metrics import longtail_mask
-from orchestration.definitions import Project, defs
 from assets.prediction_log import PredictionLog
+from models.metrics import longtail_mask
 from models.predictor import Predictor
+from orchestration.definitions import Project, defs
 from tests.fixtures_serving import DATASET, bentoml_home, build_project
 from tests.fixtures_tables import scenario_of
 
@@ -41,9 +42,15 @@ def project(tmp_path_factory):
     params["drift"]["reference_rows"] = 10_000
     params["drift"]["rerun_rows"] = 100
     (root / "params.yaml").write_text(yaml.safe_dump(dict(params)), encoding="utf-8")
-    splits = {n: pd.read_parquet(root / "artifacts" / "split" / DATASET / f"{n}.parquet") for n in ("train", "valid", "test")}
-    return {"root": root, "params": params, "splits": splits,
-            "predictor": Predictor.load(registered_model_dir(root, DATASET))}
+    splits = {
+        n: pd.read_parquet(root / "artifacts" / "split" / DATASET / f"{n}.parquet") for n in ("train", "valid", "test")
+    }
+    return {
+        "root": root,
+        "params": params,
+        "splits": splits,
+        "predictor": Predictor.load(registered_model_dir(root, DATASET)),
+    }
 
 
 def serve_into_log(project, frame: pd.DataFrame) -> Path:
@@ -54,7 +61,7 @@ def serve_into_log(project, frame: pd.DataFrame) -> Path:
     fields = project["predictor"].fields
     log = PredictionLog(directory, flush_seconds=0.05)
     for start in range(0, len(records), 1000):
-        batch = [{k: r[k] for k in fields} for r in records[start:start + 1000]]
+        batch = [{k: r[k] for k in fields} for r in records[start : start + 1000]]
         log.append(batch, project["predictor"].predict_records(batch).tolist(), "llm4ctr-ctr:test")
     log.close()
     assert log.stats["written"] == len(records)
@@ -63,8 +70,12 @@ def serve_into_log(project, frame: pd.DataFrame) -> Path:
 
 def materialize_drift(root: Path):
     check = next(c for c in defs.asset_checks if "drift_share" in {k.name for k in c.check_keys})
-    result = dg.materialize([defs.get_assets_def("drift"), check], partition_key=DATASET,
-                            resources={"project": Project(root=str(root))}, instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [defs.get_assets_def("drift"), check],
+        partition_key=DATASET,
+        resources={"project": Project(root=str(root))},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     (evaluation,) = result.get_asset_check_evaluations()
     summary = json.loads((root / "artifacts" / "drift" / DATASET / SUMMARY).read_text())
     return evaluation, summary
@@ -87,8 +98,9 @@ def test_unshifted_traffic_passes_and_an_age_shifted_segment_fails(project):
 
     # the long-tail users of one segment now all look young (a changed age mix)
     train = splits["train"]
-    segment = (longtail_mask(train["user_id"].value_counts(), traffic["user_id"], 0.2)
-               & ~longtail_mask(train["item_id"].value_counts(), traffic["item_id"], 0.2))
+    segment = longtail_mask(train["user_id"].value_counts(), traffic["user_id"], 0.2) & ~longtail_mask(
+        train["item_id"].value_counts(), traffic["item_id"], 0.2
+    )
     shifted = traffic.copy()
     shifted.loc[segment, "age"] = np.random.default_rng(0).integers(18, 25, int(segment.sum()))
     shifted["scenario"] = scenario_of(shifted["age"])

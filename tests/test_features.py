@@ -12,8 +12,21 @@ from llm4ctr.errors import DataError
 from models.features import OOV, PAD, FeatureEncoder, FeatureSpec, Field, default_spec
 from tests.fixtures_tables import make_interactions
 
-MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "label", "timestamp", "scenario",
-                     "gender", "age", "occupation", "zip", "title", "genres", "year"]
+MOVIELENS_COLUMNS = [
+    "user_id",
+    "item_id",
+    "rating",
+    "label",
+    "timestamp",
+    "scenario",
+    "gender",
+    "age",
+    "occupation",
+    "zip",
+    "title",
+    "genres",
+    "year",
+]
 
 
 def _frame(**columns) -> pd.DataFrame:
@@ -23,20 +36,37 @@ def _frame(**columns) -> pd.DataFrame:
 def test_default_spec_movielens_fields_and_kinds():
     spec = default_spec(MOVIELENS_COLUMNS)
     kinds = {f.name: f.kind for f in spec.fields}
-    assert kinds == {"user_id": "categorical", "item_id": "categorical", "scenario": "categorical",
-                     "gender": "categorical", "age": "numeric", "occupation": "categorical",
-                     "zip": "categorical", "genres": "multi", "year": "numeric"}
+    assert kinds == {
+        "user_id": "categorical",
+        "item_id": "categorical",
+        "scenario": "categorical",
+        "gender": "categorical",
+        "age": "numeric",
+        "occupation": "categorical",
+        "zip": "categorical",
+        "genres": "multi",
+        "year": "numeric",
+    }
     assert spec.names == [c for c in MOVIELENS_COLUMNS if c in kinds]  # table order is field order
 
 
 def test_default_spec_generalises_to_bookcrossing_and_amazon():
-    book = default_spec(["user_id", "item_id", "label", "scenario", "location", "age", "title", "author",
-                         "year", "publisher"])
+    book = default_spec(
+        ["user_id", "item_id", "label", "scenario", "location", "age", "title", "author", "year", "publisher"]
+    )
     assert book.names == ["user_id", "item_id", "scenario", "location", "age", "author", "year", "publisher"]
-    amazon = {f.name: f.kind for f in default_spec(["user_id", "item_id", "scenario", "title", "category",
-                                                    "brand", "price"]).fields}
-    assert amazon == {"user_id": "categorical", "item_id": "categorical", "scenario": "categorical",
-                      "category": "multi", "brand": "categorical", "price": "categorical"}
+    amazon = {
+        f.name: f.kind
+        for f in default_spec(["user_id", "item_id", "scenario", "title", "category", "brand", "price"]).fields
+    }
+    assert amazon == {
+        "user_id": "categorical",
+        "item_id": "categorical",
+        "scenario": "categorical",
+        "category": "multi",
+        "brand": "categorical",
+        "price": "categorical",
+    }
 
 
 def test_vocabulary_comes_from_train_only_and_unknowns_are_oov():

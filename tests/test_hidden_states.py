@@ -171,9 +171,10 @@ def test_two_torchrun_processes_build_the_same_cache_as_one(llama, tmp_path):
             import json, sys
             from pathlib import Path
             from models.hidden_states import Encoder, cache_states
-            texts = json.loads(Path({str(tmp_path / 'texts.json')!r}).read_text())
-            enc = Encoder({llama!r}, {single.spec['model_id']!r}, "last_token", 64)
-            run = cache_states(enc, texts, "t1", Path({str(tmp_path / 'two')!r}), batch_size=8, shard_size=16, progress=False)
+            texts = json.loads(Path({str(tmp_path / "texts.json")!r}).read_text())
+            enc = Encoder({llama!r}, {single.spec["model_id"]!r}, "last_token", 64)
+            run = cache_states(enc, texts, "t1", Path({str(tmp_path / "two")!r}), batch_size=8, shard_size=16,
+                               progress=False)
             print("RANK", run.rank, run.computed_here, run.misses)
             """
         )
@@ -221,7 +222,9 @@ def write_prompts(root: Path) -> dict[str, pd.DataFrame]:
     }
     for kind, table in tables.items():
         write_table(table, folder / f"{kind}.parquet")
-    (folder / prompts_stage.TEMPLATES_FILE).write_text('{"user": {"id": "u1"}, "scenario": {"id": "s1"}, "item": {"id": "i1"}}')
+    (folder / prompts_stage.TEMPLATES_FILE).write_text(
+        '{"user": {"id": "u1"}, "scenario": {"id": "s1"}, "item": {"id": "i1"}}'
+    )
     return tables
 
 

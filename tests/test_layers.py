@@ -31,7 +31,9 @@ def imported_packages(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_one_way(package):
-    wrong = {f"{path.relative_to(ROOT)} imports {bad}"
-             for path in (ROOT / package).rglob("*.py")
-             for bad in imported_packages(path) & FORBIDDEN[package]}
+    wrong = {
+        f"{path.relative_to(ROOT)} imports {bad}"
+        for path in (ROOT / package).rglob("*.py")
+        for bad in imported_packages(path) & FORBIDDEN[package]
+    }
     assert not wrong, sorted(wrong)

@@ -136,10 +136,13 @@ def test_info_nce_logq_correction_subtracts_log_frequency_from_every_logit():
     targets = torch.tensor([[5], [7]])
     log_q = torch.log(torch.tensor([[0.25], [0.75]]))  # item 7 is the frequent one
     tau = 0.5
-    l0 = -math.log(math.exp(1 / tau - math.log(0.25)) /
-                   (math.exp(1 / tau - math.log(0.25)) + math.exp(0.6 / tau - math.log(0.75))))
-    l1 = -math.log(math.exp(0.8 / tau - math.log(0.75)) /
-                   (math.exp(0.8 / tau - math.log(0.75)) + math.exp(0.0 / tau - math.log(0.25))))
+    l0 = -math.log(
+        math.exp(1 / tau - math.log(0.25)) / (math.exp(1 / tau - math.log(0.25)) + math.exp(0.6 / tau - math.log(0.75)))
+    )
+    l1 = -math.log(
+        math.exp(0.8 / tau - math.log(0.75))
+        / (math.exp(0.8 / tau - math.log(0.75)) + math.exp(0.0 / tau - math.log(0.25)))
+    )
     assert info_nce(user, items, targets, tau, log_q).item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
 
 
@@ -151,8 +154,7 @@ def test_info_nce_needs_a_target():
 # ---------------------------------------------------------------------- sequences and retrieval
 def _seqs() -> UserSequences:
     # user a: items 1,2,3,4,5 at times 10..50 (given out of order); user b: items 6,7 at times 5, 5
-    return UserSequences.build(["a", "a", "a", "a", "a", "b", "b"], [3, 1, 2, 5, 4, 6, 7],
-                               [30, 10, 20, 50, 40, 5, 5])
+    return UserSequences.build(["a", "a", "a", "a", "a", "b", "b"], [3, 1, 2, 5, 4, 6, 7], [30, 10, 20, 50, 40, 5, 5])
 
 
 def test_sequences_are_in_time_order_and_histories_are_strictly_earlier():
@@ -170,8 +172,8 @@ def test_training_windows_cut_history_then_targets():
         seq = (seqs.items["a"] if h[0] in range(1, 6) else seqs.items["b"]).tolist()
         real_h, real_t = [x for x in h if x], [x for x in t if x]
         cut = seq.index(real_t[0])
-        assert real_h == seq[max(0, cut - 2):cut]  # history: the (up to) 2 items before the cut
-        assert 1 <= len(real_t) <= 2 and real_t == seq[cut:cut + len(real_t)]  # targets: what follows
+        assert real_h == seq[max(0, cut - 2) : cut]  # history: the (up to) 2 items before the cut
+        assert 1 <= len(real_t) <= 2 and real_t == seq[cut : cut + len(real_t)]  # targets: what follows
     # every item after the first of a user is a target exactly once per epoch
     assert sorted(x for x in targets.ravel() if x) == [2, 3, 4, 5, 7]
 
@@ -256,8 +258,15 @@ def test_learn_ranker_forward_aux_loss_and_checkpoint_round_trip(tmp_path):
     encoder, train, valid, test = encoded()
     train, valid, test = (_learn_arrays(a, 6, s) for s, a in enumerate((train, valid, test)))
     torch.manual_seed(0)
-    model = LearnRanker(encoder.vocab_sizes, "dcnv2", TINY["dcnv2"], learn_dim=6, aux_hidden_units=(8, 4),
-                        aux_head_units=(4,), aux_weight=0.5)
+    model = LearnRanker(
+        encoder.vocab_sizes,
+        "dcnv2",
+        TINY["dcnv2"],
+        learn_dim=6,
+        aux_hidden_units=(8, 4),
+        aux_head_units=(4,),
+        aux_weight=0.5,
+    )
     assert model.backbone.embedding.dense.in_features == 6 + 4  # user/item emb + middle vector
     batch = {k: torch.as_tensor(v[:5]) for k, v in train.items()}
     out = model.train()(batch)
@@ -279,8 +288,9 @@ def test_detached_middle_vector_gets_no_gradient_from_the_ranker():
     batch = {k: torch.as_tensor(v[:16]) for k, v in train.items() if k != "label"}
     for detach, expect_grad in ((True, False), (False, True)):
         torch.manual_seed(0)
-        model = LearnRanker(encoder.vocab_sizes, "dcnv2", TINY["dcnv2"], learn_dim=6, aux_hidden_units=(8, 4),
-                            detach_middle=detach)
+        model = LearnRanker(
+            encoder.vocab_sizes, "dcnv2", TINY["dcnv2"], learn_dim=6, aux_hidden_units=(8, 4), detach_middle=detach
+        )
         model(batch)["logit"].sum().backward()  # the ranker's output only, no aux loss
         grad = model.aux.bottom.net[0].weight.grad
         assert (grad is not None and grad.abs().sum() > 0) == expect_grad

@@ -27,15 +27,30 @@ from tests.fixtures_tables import make_interactions
 
 CONTENT_DIM = 12
 TINY = {
-    "train.seeds": [1, 2], "train.max_epochs": 2, "train.progress": False, "train.batch_size": 256,
+    "train.seeds": [1, 2],
+    "train.max_epochs": 2,
+    "train.progress": False,
+    "train.batch_size": 256,
     "ctr.hparams": {"dcnv2": {"embedding_dim": 8, "num_cross_layers": 1, "hidden_units": [16]}},
-    "learn.tower.model_dim": 16, "learn.tower.output_dim": 8, "learn.tower.num_layers": 1, "learn.tower.num_heads": 2,
-    "learn.tower.dropout": 0.0, "learn.tower.temperature": 0.1, "learn.tower.id_embedding_dim": 8,
-    "learn.tower_train.lr": 3e-3, "learn.tower_train.weight_decay": 0.0, "learn.tower_train.batch_size": 64,
-    "learn.tower_train.max_epochs": 2, "learn.tower_train.patience": 2, "learn.tower_train.history_len": 6,
-    "learn.tower_train.target_len": 3, "learn.tower_train.logq_correction": True, "learn.tower_train.num_threads": 1,
+    "learn.tower.model_dim": 16,
+    "learn.tower.output_dim": 8,
+    "learn.tower.num_layers": 1,
+    "learn.tower.num_heads": 2,
+    "learn.tower.dropout": 0.0,
+    "learn.tower.temperature": 0.1,
+    "learn.tower.id_embedding_dim": 8,
+    "learn.tower_train.lr": 3e-3,
+    "learn.tower_train.weight_decay": 0.0,
+    "learn.tower_train.batch_size": 64,
+    "learn.tower_train.max_epochs": 2,
+    "learn.tower_train.patience": 2,
+    "learn.tower_train.history_len": 6,
+    "learn.tower_train.target_len": 3,
+    "learn.tower_train.logq_correction": True,
+    "learn.tower_train.num_threads": 1,
     "learn.tower_train.progress": False,
-    "learn.ranker.aux_hidden_units": [8, 4], "learn.ranker.aux_head_units": [4],
+    "learn.ranker.aux_hidden_units": [8, 4],
+    "learn.ranker.aux_head_units": [4],
 }
 
 
@@ -58,7 +73,9 @@ def project(tmp_path: Path) -> Path:
         write_table(frame, folder / f"{name}.parquet")
     features.run(_params(), tmp_path)
     items = sorted(set(table["item_id"].astype(str))) + ["999"]  # 999: in the catalogue export only
-    states = torch.nn.functional.normalize(torch.randn(len(items), CONTENT_DIM, generator=torch.Generator().manual_seed(0)), dim=-1)
+    states = torch.nn.functional.normalize(
+        torch.randn(len(items), CONTENT_DIM, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     export = artifact_dir(tmp_path, "hidden_states_item", "ml-100k")
     export.mkdir(parents=True)
     save_file({"states": states}, str(export / "states.safetensors"))

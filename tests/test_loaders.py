@@ -114,9 +114,7 @@ def test_amazon_formats(tmp_path, fmt, gz):
     df = load_interactions("amazon", F.write_amazon(tmp_path, fmt, gz=gz), amazon_params(fmt))
     assert_normalized(df, "amazon")
     expected = sorted(
-        (u, a, r, int(r > 3), t, category)
-        for category, (reviews, _) in F.AMAZON.items()
-        for u, a, r, t in reviews
+        (u, a, r, int(r > 3), t, category) for category, (reviews, _) in F.AMAZON.items() for u, a, r, t in reviews
     )
     key = df[["user_id", "item_id", "rating", "label", "timestamp", "scenario"]]
     assert sorted(key.itertuples(index=False, name=None)) == expected

@@ -10,7 +10,7 @@ import torch
 from llm4ctr.errors import DataError, ParamsError
 from models.features import FIRST_ID, FeatureEncoder, default_spec
 from models.msr import BACKBONES, MetaLayers, StateTable, all_variants, build_msr, load_msr, parse_variant
-from models.trainer import Trainer, TrainConfig
+from models.trainer import TrainConfig, Trainer
 from tests.fixtures_tables import make_interactions, split
 
 LLM_DIM = 12
@@ -48,8 +48,13 @@ def make(variant: str, states: bool = True, seed: int = 0):
     torch.manual_seed(seed)
     encoder = data()[0]
     backbone, enhancement = parse_variant(variant)
-    model = build_msr(variant, encoder.vocab_sizes, embedding_dim=4, backbone_params=TINY_BACKBONES[backbone],
-                      enhancement_params=TINY_ENHANCEMENTS[enhancement])
+    model = build_msr(
+        variant,
+        encoder.vocab_sizes,
+        embedding_dim=4,
+        backbone_params=TINY_BACKBONES[backbone],
+        enhancement_params=TINY_ENHANCEMENTS[enhancement],
+    )
     with torch.no_grad():  # embeddings at a trained model's scale (they start at std 1e-4)
         for table in model.embedding.tables.values():
             table.weight[1:].normal_()
@@ -57,9 +62,10 @@ def make(variant: str, states: bool = True, seed: int = 0):
         n_users = encoder.vocab_sizes["user_id"]
         known = torch.ones(n_users, dtype=torch.bool)
         known[:FIRST_ID] = False  # padding and OOV have no state
-        known[FIRST_ID:FIRST_ID + 2] = False  # two cold-start users
-        model.enhancement.set_llm_states(torch.randn(n_users, LLM_DIM) * 3 + 5, known,
-                                         torch.randn(model.num_scenarios, LLM_DIM))
+        known[FIRST_ID : FIRST_ID + 2] = False  # two cold-start users
+        model.enhancement.set_llm_states(
+            torch.randn(n_users, LLM_DIM) * 3 + 5, known, torch.randn(model.num_scenarios, LLM_DIM)
+        )
     return model
 
 
@@ -72,7 +78,10 @@ def test_variants_cover_six_backbones_times_four_enhancements():
     variants = all_variants()
     assert len(variants) == 24 and set(BACKBONES) == set(TINY_BACKBONES)
     assert variants[:4] == ["shared_bottom", "shared_bottom_dn", "shared_bottom_ep", "shared_bottom_ours"]
-    assert parse_variant("star_ours") == ("star", "ours") and parse_variant("shared_bottom") == ("shared_bottom", "plain")
+    assert parse_variant("star_ours") == ("star", "ours") and parse_variant("shared_bottom") == (
+        "shared_bottom",
+        "plain",
+    )
     with pytest.raises(ParamsError, match="unknown multi-scenario variant"):
         parse_variant("star_xx")
 
@@ -124,11 +133,16 @@ def _scenario_params(model, k: int) -> list[torch.Tensor]:
     if name == "OMoE":
         return list(b.towers[k].parameters())
     if name == "PLE":
-        return [p for lv in b.levels for m in (lv["specific"][k], lv["gates"][k]) for p in m.parameters()] + \
-            list(b.towers[k].parameters())
+        return [p for lv in b.levels for m in (lv["specific"][k], lv["gates"][k]) for p in m.parameters()] + list(
+            b.towers[k].parameters()
+        )
     if name == "STAR":
-        return [b.norm.scenario_gamma[k], b.aux_embedding.weight[k],
-                *(w[k] for w in b.scenario_weights), *(bias[k] for bias in b.scenario_biases)]
+        return [
+            b.norm.scenario_gamma[k],
+            b.aux_embedding.weight[k],
+            *(w[k] for w in b.scenario_weights),
+            *(bias[k] for bias in b.scenario_biases),
+        ]
     if name == "AITM":
         return list(b.towers[k].parameters())
     raise AssertionError(name)
@@ -238,7 +252,9 @@ def test_inference_paths_agree_for_one_user_and_mixed_batches():
     for field in ("user_id", "scenario", "gender", "age", "occupation", "zip"):
         one_user[field][:] = batch[field][0]
     grouped = logits(model, one_user)  # 200 rows of one user: per-user layers materialized once
-    rowwise = torch.stack([logits(model, {k: v[i:i + 1] for k, v in one_user.items()}) for i in (0, 7, 199)]).squeeze(1)
+    rowwise = torch.stack([logits(model, {k: v[i : i + 1] for k, v in one_user.items()}) for i in (0, 7, 199)]).squeeze(
+        1
+    )
     torch.testing.assert_close(grouped[[0, 7, 199]], rowwise, rtol=1e-5, atol=1e-5)
     assert torch.isfinite(mixed).all()
 
@@ -287,8 +303,9 @@ def test_state_table_global_scale_keeps_the_ratio_of_dimensions():
     table.load(torch.tensor([[1.0, 10], [3, 10], [1, 14], [3, 14]]))
     rows = table(torch.arange(4))
     torch.testing.assert_close(rows.mean(0), torch.zeros(2))
-    torch.testing.assert_close(rows.std(0, unbiased=False) / rows.pow(2).mean().sqrt(), torch.tensor([1.0, 2.0]) / 1.5811,
-                               atol=1e-4, rtol=0)  # one scale for both: dimension 2 keeps twice the spread
+    torch.testing.assert_close(
+        rows.std(0, unbiased=False) / rows.pow(2).mean().sqrt(), torch.tensor([1.0, 2.0]) / 1.5811, atol=1e-4, rtol=0
+    )  # one scale for both: dimension 2 keeps twice the spread
     with pytest.raises(ParamsError, match="state_scale"):
         StateTable(4, 2, scale="per-row")
 
@@ -296,8 +313,13 @@ def test_state_table_global_scale_keeps_the_ratio_of_dimensions():
 def test_concat_bottom_and_alpha_init_options():
     encoder = data()[0]
     params = {**TINY_ENHANCEMENTS["ours"], "bottom": "concat", "alpha_init": 0.1, "state_scale": "global"}
-    model = build_msr("mmoe_ours", encoder.vocab_sizes, embedding_dim=4, backbone_params=TINY_BACKBONES["mmoe"],
-                      enhancement_params=params)
+    model = build_msr(
+        "mmoe_ours",
+        encoder.vocab_sizes,
+        embedding_dim=4,
+        backbone_params=TINY_BACKBONES["mmoe"],
+        enhancement_params=params,
+    )
     ours = model.enhancement
     assert ours.output_dim == ours.input_dim + 16 and model.backbone.input_dim == ours.output_dim
     assert abs(float(ours.alpha.detach()) - 0.1) < 1e-6

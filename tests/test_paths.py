@@ -10,8 +10,10 @@ def test_a_path_inside_the_project_is_recorded_relative_and_found_in_a_moved_pro
     checkpoint = root / "artifacts" / "clickprompt_pretrain" / "ml-100k" / "layerwise"
     recorded = portable(checkpoint, root)
     assert recorded == "artifacts/clickprompt_pretrain/ml-100k/layerwise"
-    assert located(recorded, tmp_path / "moved") == tmp_path / "moved" / "artifacts" / "clickprompt_pretrain" / \
-        "ml-100k" / "layerwise"
+    assert (
+        located(recorded, tmp_path / "moved")
+        == tmp_path / "moved" / "artifacts" / "clickprompt_pretrain" / "ml-100k" / "layerwise"
+    )
     assert portable(str(checkpoint), root) == recorded  # a str like a Path
 
 

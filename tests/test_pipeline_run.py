@@ -45,8 +45,18 @@ def shrink_params(path: Path) -> None:
     """Two zoo models, one seed, two epochs: a small DAG on the generated data."""
     from llm4ctr.params import load_params
 
-    params = dict(load_params(path, {"ctr.models": ["fm", "dcnv2"], "train.seeds": [1], "train.max_epochs": 2,
-                                     "train.progress": False, "evaluate.base_model": "fm"}))
+    params = dict(
+        load_params(
+            path,
+            {
+                "ctr.models": ["fm", "dcnv2"],
+                "train.seeds": [1],
+                "train.max_epochs": 2,
+                "train.progress": False,
+                "evaluate.base_model": "fm",
+            },
+        )
+    )
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -60,7 +70,10 @@ def make_project(source: Path, dest: Path) -> Path:
     a generated ml-100k under data/ and shrunken params, committed."""
     files = subprocess.run(  # the project's files as a fresh clone (plus not-yet-committed ones) has them
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=source, capture_output=True, text=True, check=True,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for rel in files:
         if (source / rel).is_file() and rel not in RUN_STATE:
@@ -92,21 +105,30 @@ def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Pat
         assert f"Running stage '{stage}'" in first.stdout
     split_dir = project / "artifacts" / "split" / "ml-100k"
     assert sorted(p.name for p in split_dir.iterdir()) == [
-        "gx_result.json", "summary.json", "test.parquet", "train.parquet", "valid.parquet",
+        "gx_result.json",
+        "summary.json",
+        "test.parquet",
+        "train.parquet",
+        "valid.parquet",
     ]
     from orchestration.timings import latest
 
     recorded = latest(project, "ml-100k")  # every stage run leaves its wall time and params digest
     assert list(recorded) == ["ingest", "split", "features"] and all(e["params_digest"] for e in recorded.values())
+    changed = _sh("git", "status", "--porcelain", cwd=project).stdout.splitlines()
+    assert changed == ["?? dvc.lock"], changed  # a run changes no tracked file but DVC's lock
     second = _sh("dvc", "repro", TARGET, cwd=project)
     assert "Running stage" not in second.stdout
     assert "up to date" in _sh("dvc", "status", TARGET, cwd=project).stdout
     # The locks and temporaries llm4ctr.atomic keeps beside an output being written (and a killed run
     # leaves) sit inside folders DVC hashes: data/ (fetch), and a dependency that holds per-model
     # outputs such as artifacts/train/<ds>/ (played here by artifacts/ingest/ml-100k/).
-    leftovers = [project / "data" / ".lock-ml-100k", project / "data" / ".tmp-ml-100k-abcdefgh" / "x",
-                 split_dir.parent.parent / "ingest" / "ml-100k" / ".tmp-old-fm-123" / "x",
-                 split_dir.parent.parent / "ingest" / "ml-100k" / ".lock-fm"]
+    leftovers = [
+        project / "data" / ".lock-ml-100k",
+        project / "data" / ".tmp-ml-100k-abcdefgh" / "x",
+        split_dir.parent.parent / "ingest" / "ml-100k" / ".tmp-old-fm-123" / "x",
+        split_dir.parent.parent / "ingest" / "ml-100k" / ".lock-fm",
+    ]
     for path in leftovers:
         path.parent.mkdir(exist_ok=True)
         path.write_text("ignored")
@@ -181,15 +203,20 @@ def test_dagster_check_fails_on_tampered_split(project: Path):
     resources = {"project": Project(root=str(project))}
     dg.materialize(
         [defs.get_assets_def("ingest"), defs.get_assets_def("split")],
-        partition_key="ml-100k", resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        partition_key="ml-100k",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
     )
     folder = project / "artifacts" / "split" / "ml-100k"
     train, test = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "test.parquet")
     pd.concat([test, train.head(3)]).to_parquet(folder / "test.parquet", index=False)
     check = next(c for c in defs.asset_checks if "split_gx_suite" in {k.name for k in c.check_keys})
     result = dg.materialize(
-        [defs.get_assets_def("split"), check], selection=dg.AssetSelection.checks(check),
-        resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        [defs.get_assets_def("split"), check],
+        selection=dg.AssetSelection.checks(check),
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed

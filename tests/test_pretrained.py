@@ -35,7 +35,9 @@ def fake_wheel(folder: Path, name: str = "fake_model-1.0-py3-none-any.whl") -> t
 
 
 def entry(sha256: str) -> pretrained.WheelModel:
-    return pretrained.WheelModel("fake-model", "1.0", "fake_model-1.0-py3-none-any.whl", sha256, "fake_model/model/", "test")
+    return pretrained.WheelModel(
+        "fake-model", "1.0", "fake_model-1.0-py3-none-any.whl", sha256, "fake_model/model/", "test"
+    )
 
 
 def test_local_folders_and_hub_names_resolve_to_themselves(tmp_path):

@@ -25,8 +25,9 @@ SCRIPT = textwrap.dedent("""
 def test_output_to_a_log_file_is_one_line_per_epoch_without_bar_redraws(tmp_path):
     log = tmp_path / "run.log"
     with log.open("w") as handle:  # a file, not a terminal: what `make run > run.log` and CI see
-        subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                       check=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, check=True, timeout=60
+        )
     text = log.read_text()
     assert "\r" not in text and "%|" not in text  # no tqdm redraws
     epoch_lines = [line for line in text.splitlines() if "models.trainer: epoch" in line]

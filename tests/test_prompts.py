@@ -19,7 +19,15 @@ from tests.fixtures_params import project_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prompts.yaml"
-TITLES = {"10": "Alpha", "11": "Beta", "12": "Gamma", "13": "Delta", "14": "Epsilon", "20": "Leaky Valid", "21": "Leaky Test"}
+TITLES = {
+    "10": "Alpha",
+    "11": "Beta",
+    "12": "Gamma",
+    "13": "Delta",
+    "14": "Epsilon",
+    "20": "Leaky Valid",
+    "21": "Leaky Test",
+}
 
 
 def params(dataset: str = "ml-100k", recent_n: int = 2, config: Path = CONFIG) -> Params:
@@ -109,9 +117,14 @@ def test_scenario_prompt_exact(splits):
 
 def test_unknown_scenario_uses_the_default_description():
     config = prompts.load_config(params(), ROOT)
-    train = frame([("1", "10", 1, 1, "age-unknown"), ("2", "11", 0, 2, "age-unknown"), ("2", "12", 1, 3, "age-unknown")])
+    train = frame(
+        [("1", "10", 1, 1, "age-unknown"), ("2", "11", 0, 2, "age-unknown"), ("2", "12", 1, 3, "age-unknown")]
+    )
     (text,) = prompts.scenario_prompts(train, ["age-unknown"], config)["text"]
-    assert 'Scenario "age-unknown": Users of the group "age-unknown". It has 3 interactions from 2 users on 3 movies' in text
+    assert (
+        'Scenario "age-unknown": Users of the group "age-unknown". It has 3 interactions from 2 users on 3 movies'
+        in text
+    )
     assert "sparsity 0.5000, positive rate 0.667" in text
     assert "No expert knowledge is recorded for this scenario." in text
 

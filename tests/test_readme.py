@@ -27,8 +27,11 @@ def readme_commands(text: str) -> list[str]:
     """Command lines of the README: lines of ```bash blocks and backticked commands in table rows."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        commands += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()
-                     and not line.lstrip().startswith("#")]
+        commands += [
+            line.split("  #")[0].strip()
+            for line in block.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     for row in (line for line in text.splitlines() if line.startswith("|")):
         commands += [c for c in re.findall(r"`([^`]+)`", row) if c.split()[0] in ("make", *ENV_TOOLS)]
     return commands
@@ -39,8 +42,9 @@ def new_shell(command: str) -> subprocess.CompletedProcess:
     venv = Path(sys.prefix)
     activate = ACTIVATE if venv == ROOT / ".venv" else f"source {shlex.quote(str(venv / 'bin' / 'activate'))}"
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-    return subprocess.run(["bash", "-c", f"{activate} && {command}"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        ["bash", "-c", f"{activate} && {command}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_readme_says_how_to_enter_the_environment():
@@ -52,16 +56,23 @@ def test_readme_commands_are_found():
     assert any(c.startswith("make run") for c in commands) and any(c.startswith("dvc ") for c in commands)
 
 
-@pytest.mark.parametrize("command", sorted({c for c in readme_commands(README.read_text(encoding="utf-8"))
-                                            if c.startswith("make ")}))
+@pytest.mark.parametrize(
+    "command", sorted({c for c in readme_commands(README.read_text(encoding="utf-8")) if c.startswith("make ")})
+)
 def test_readme_make_targets_exist(command):
-    out = subprocess.run([*shlex.split(command)[:1], "-n", *shlex.split(command)[1:]], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*shlex.split(command)[:1], "-n", *shlex.split(command)[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, f"`{command}`: {out.stderr}"
 
 
-@pytest.mark.parametrize("command", sorted({c for c in readme_commands(README.read_text(encoding="utf-8"))
-                                            if c.split()[0] in ENV_TOOLS}))
+@pytest.mark.parametrize(
+    "command", sorted({c for c in readme_commands(README.read_text(encoding="utf-8")) if c.split()[0] in ENV_TOOLS})
+)
 def test_readme_environment_commands_run_in_a_new_shell(command):
     """The program resolves after activation and takes the subcommand and options as written."""
     out = new_shell(f"{command} --help")
@@ -86,8 +97,9 @@ def test_the_dagster_instance_config_turns_telemetry_and_the_newsletter_dialog_o
     home.mkdir()
     (home / "dagster.yaml").write_text("run_monitoring:\n  enabled: true\n")
     for _ in range(2):  # twice: the keys are added once
-        out = subprocess.run(["make", "-s", "dagster-home", f"DAGSTER_HOME={home}"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            ["make", "-s", "dagster-home", f"DAGSTER_HOME={home}"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
     text = (home / "dagster.yaml").read_text()
     assert text.startswith("run_monitoring:\n  enabled: true\n") and text.count("nux:") == 1

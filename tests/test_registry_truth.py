@@ -22,8 +22,17 @@ from orchestration import dvc_yaml
 from tests.fixtures_serving import bentoml_home
 
 ROOT = Path(__file__).resolve().parents[1]
-CHEAP = [("ingest", None), ("split", None), ("features", None), ("text", None), ("prompts", None),
-         ("train", "dcnv2"), ("msr", "star"), ("evaluate", None), ("bento", None)]
+CHEAP = [
+    ("ingest", None),
+    ("split", None),
+    ("features", None),
+    ("text", None),
+    ("prompts", None),
+    ("train", "dcnv2"),
+    ("msr", "star"),
+    ("evaluate", None),
+    ("bento", None),
+]
 
 
 class RecordingParams(Params):
@@ -44,24 +53,39 @@ def write_raw(folder: Path, n_users: int = 60, n_items: int = 80, n_rows: int = 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     pairs = rng.choice(n_users * n_items, n_rows, replace=False)
-    rows = [f"{p // n_items + 1}\t{p % n_items + 1}\t{rng.integers(1, 6)}\t{880000000 + 60 * k}"
-            for k, p in enumerate(pairs)]
-    (folder / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                          + "\n".join(rows) + "\n")
-    users = [f"{u}\t{rng.integers(15, 70)}\t{'MF'[u % 2]}\t{['writer', 'student', 'other'][u % 3]}\t{10000 + u}"
-             for u in range(1, n_users + 1)]
-    (folder / "ml-100k.user").write_text("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
-                                         + "\n".join(users) + "\n")
+    rows = [
+        f"{p // n_items + 1}\t{p % n_items + 1}\t{rng.integers(1, 6)}\t{880000000 + 60 * k}"
+        for k, p in enumerate(pairs)
+    ]
+    (folder / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n"
+    )
+    users = [
+        f"{u}\t{rng.integers(15, 70)}\t{'MF'[u % 2]}\t{['writer', 'student', 'other'][u % 3]}\t{10000 + u}"
+        for u in range(1, n_users + 1)
+    ]
+    (folder / "ml-100k.user").write_text(
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n" + "\n".join(users) + "\n"
+    )
     genres = ["Action", "Comedy", "Drama", "Horror", "Romance"]
     items = [f"{i}\tMovie {i}\t{1950 + i % 50}\t{genres[i % 5]} {genres[(i * 3) % 5]}" for i in range(1, n_items + 1)]
-    (folder / "ml-100k.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-                                         + "\n".join(items) + "\n")
+    (folder / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n" + "\n".join(items) + "\n"
+    )
 
 
 def small_params() -> Params:
-    return load_params(ROOT / "params.yaml", {
-        "ctr.models": ["dcnv2"], "train.seeds": [1], "train.max_epochs": 1, "train.progress": False,
-        "llm4msr.baselines": ["star"], "data.source": "local"})
+    return load_params(
+        ROOT / "params.yaml",
+        {
+            "ctr.models": ["dcnv2"],
+            "train.seeds": [1],
+            "train.max_epochs": 1,
+            "train.progress": False,
+            "llm4msr.baselines": ["star"],
+            "data.source": "local",
+        },
+    )
 
 
 def run_stage(params: Params, root: Path, name: str, variant: str | None):
@@ -134,8 +158,13 @@ def test_the_closure_follows_imports_inside_functions(tmp_path):
     (tmp_path / "models" / "net.py").write_text("from models import layers\n")
     (tmp_path / "models" / "layers.py").write_text("X = 1\n")
     (tmp_path / "models" / "unused.py").write_text("Y = 2\n")
-    assert closure(["assets.stage"], tmp_path) == ["assets/__init__.py", "assets/stage.py", "models/__init__.py",
-                                                    "models/layers.py", "models/net.py"]
+    assert closure(["assets.stage"], tmp_path) == [
+        "assets/__init__.py",
+        "assets/stage.py",
+        "models/__init__.py",
+        "models/layers.py",
+        "models/net.py",
+    ]
 
 
 def test_stages_are_listed_in_topological_order():
@@ -151,11 +180,19 @@ def test_evaluate_reads_every_scored_stage_and_bento_the_served_one():
     params = load_params(ROOT / "params.yaml", {"serve.stage": "clickprompt", "serve.variant": "clickprompt_wo_plm"})
     evaluate = get_stage("evaluate").paths("deps", "ml-100k")
     assert {f"artifacts/{s.name}/ml-100k" for s in STAGES if s.scored} <= set(evaluate)
-    assert "artifacts/clickprompt/ml-100k/clickprompt_wo_plm" in get_stage("bento").paths("deps", "ml-100k", None, params)
+    assert "artifacts/clickprompt/ml-100k/clickprompt_wo_plm" in get_stage("bento").paths(
+        "deps", "ml-100k", None, params
+    )
 
 
-@pytest.mark.parametrize("config", ["models.trainer:TrainConfig", "models.learn.train_tower:TowerConfig",
-                                    "models.clickprompt.pretrain:PretrainConfig"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        "models.trainer:TrainConfig",
+        "models.learn.train_tower:TowerConfig",
+        "models.clickprompt.pretrain:PretrainConfig",
+    ],
+)
 def test_settings_defaults_are_the_params_yaml_values(config):
     """A settings class built without an argument must not silently differ from params.yaml."""
     import dataclasses

@@ -17,16 +17,27 @@ from llm4ctr.params import load_params
 ROOT = Path(__file__).resolve().parents[1]
 RESUMABLE = [s for s in STAGES if s.resumable]
 RUNTIME_TOGGLES = {  # dotted key -> another value; none of them changes what one run learns
-    "train.seeds": [1, 2, 3], "train.progress": False, "train.num_threads": 2, "train.device": "cpu",
-    "llm4msr.train.progress": True, "clickprompt.pretrain.progress": False,
-    "clickprompt.pretrain.checkpoint_every": 7, "clickprompt.pretrain.stop_at": 3,
-    "clickprompt.finetune.plm_seeds": [5, 6], "learn.tower_train.progress": False,
-    "learn.tower_train.num_threads": 1, "ctr.models": ["fm"], "llm4msr.baselines": ["star"],
+    "train.seeds": [1, 2, 3],
+    "train.progress": False,
+    "train.num_threads": 2,
+    "train.device": "cpu",
+    "llm4msr.train.progress": True,
+    "clickprompt.pretrain.progress": False,
+    "clickprompt.pretrain.checkpoint_every": 7,
+    "clickprompt.pretrain.stop_at": 3,
+    "clickprompt.finetune.plm_seeds": [5, 6],
+    "learn.tower_train.progress": False,
+    "learn.tower_train.num_threads": 1,
+    "ctr.models": ["fm"],
+    "llm4msr.baselines": ["star"],
 }
 REAL_CHANGE = {  # stage -> a hyper-parameter it declares
-    "train": {"train.lr": 0.5}, "msr": {"llm4msr.embedding_dim": 8}, "llm4msr": {"llm4msr.train.patience": 9},
+    "train": {"train.lr": 0.5},
+    "msr": {"llm4msr.embedding_dim": 8},
+    "llm4msr": {"llm4msr.train.patience": 9},
     "clickprompt_pretrain": {"clickprompt.pretrain.mask_probability": 0.3},
-    "clickprompt": {"clickprompt.finetune.alpha": 0.9}, "learn_tower": {"learn.tower_train.lr": 0.5},
+    "clickprompt": {"clickprompt.finetune.alpha": 0.9},
+    "learn_tower": {"learn.tower_train.lr": 0.5},
     "learn": {"learn.ranker.aux_weight": 0.5},
 }
 

@@ -15,27 +15,29 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from assets.bento import REGISTRATION, run as register
+from assets.bento import REGISTRATION
+from assets.bento import run as register
+from assets.prediction_log import read_log
 from assets.tables import read_json
 from models.features import FeatureEncoder
 from models.metrics import auc
-from models.trainer import Trainer, TrainConfig, load_model
+from models.trainer import TrainConfig, Trainer, load_model
 from serving.launcher import bentoml_serve
-from assets.prediction_log import read_log
 from tests.fixtures_serving import DATA_MD5, DATASET, MODEL, ROOT, SEED, bentoml_home, build_project
 
 MAX_BODY = 8 * 2**20
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-            timeout: float = 30) -> tuple[int, bytes]:
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -46,8 +48,9 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 
 
 def predict(port: int, records: list[dict]) -> tuple[int, object]:
-    status, body = request(port, "POST", "/predict", json.dumps({"records": records}).encode(),
-                           {"Content-Type": "application/json"})
+    status, body = request(
+        port, "POST", "/predict", json.dumps({"records": records}).encode(), {"Content-Type": "application/json"}
+    )
     return status, json.loads(body)
 
 
@@ -59,8 +62,13 @@ def records_of(frame: pd.DataFrame) -> list[dict]:
 def project(tmp_path_factory):
     """A trained tiny project, its bento registration, and the env a server needs."""
     root = tmp_path_factory.mktemp("serving")
-    env = {**os.environ, "BENTOML_HOME": str(root / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "True",
-           "LLM4CTR_PREDICTION_LOG": str(root / "predictions_log"), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(root / "bentoml_home"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "LLM4CTR_PREDICTION_LOG": str(root / "predictions_log"),
+        "PYTHONPATH": str(ROOT),
+    }
     with bentoml_home(root / "bentoml_home"):
         params = build_project(root)
         metadata = register(params, root)
@@ -92,8 +100,14 @@ def test_bento_stage_registers_checkpoint_with_metrics_and_lineage(project, offl
     model = bentoml.models.get(f"{metadata['tag'].split(':')[0]}:latest", _model_store=store)
     assert str(model.tag) == metadata["tag"]
     labels, info = model.info.labels, model.info.metadata
-    assert labels == {"dataset": DATASET, "stage": "train", "variant": MODEL, "seed": str(SEED),
-                      "params_digest": "feedc0ffee12", "data_md5": DATA_MD5}
+    assert labels == {
+        "dataset": DATASET,
+        "stage": "train",
+        "variant": MODEL,
+        "seed": str(SEED),
+        "params_digest": "feedc0ffee12",
+        "data_md5": DATA_MD5,
+    }
     assert info["metrics"]["test_auc"] == pytest.approx(auc(project["test"]["label"], offline), abs=1e-6)
     assert info["lineage"]["checkpoint"] == f"artifacts/train/{DATASET}/{MODEL}/seed{SEED}"
     assert [f["name"] for f in info["fields"]][:2] == ["user_id", "item_id"]
@@ -154,8 +168,13 @@ def test_bad_requests_get_4xx_naming_the_field(project, server):
         assert any(field in map(str, error["loc"]) for error in body["detail"]), (name, body)
     status, body = request(server, "POST", "/predict", b'{"records": [', {"Content-Type": "application/json"})
     assert status == 400 and b"json_invalid" in body
-    status, body = request(server, "POST", "/predict", b"records=1",  # what `curl -d` sends without -H
-                           {"Content-Type": "application/x-www-form-urlencoded"})
+    status, body = request(
+        server,
+        "POST",
+        "/predict",
+        b"records=1",  # what `curl -d` sends without -H
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert status == 415 and b"application/json" in body
     status, body = request(server, "POST", "/predict", b"x" * (MAX_BODY + 1), {"Content-Type": "application/json"})
     assert status == 413
@@ -210,47 +229,106 @@ def hostile_requests(good: dict, fields: dict[str, str], n: int, seed: int = 0):
             field = rng.choice(names)
             yield json.dumps({"records": [{**good, field: wrong_value(field)}]}).encode(), json_type, False
         elif kind == 3:  # valid but odd values: unicode, negative / huge ids, extreme numbers
-            yield json.dumps({"records": [valid_odd() for _ in range(rng.randrange(1, 5))]}, ensure_ascii=rng.random() < 0.5).encode(), json_type, True
+            yield (
+                json.dumps(
+                    {"records": [valid_odd() for _ in range(rng.randrange(1, 5))]}, ensure_ascii=rng.random() < 0.5
+                ).encode(),
+                json_type,
+                True,
+            )
         elif kind == 4:  # deep nesting
             depth = rng.choice([100, 1000, 100_000])
             yield ('{"records": ' + "[" * depth + "]" * depth + "}").encode(), json_type, False
         elif kind == 5:  # structure games
-            yield rng.choice([b"[]", b"null", b"1", b'"records"', b'{"records": {}}', b'{"records": null}',
-                              b'{"records": [[]]}', b'{"records": [null]}', b'{"records": "x"}', b"{}", b"",
-                              b'{"records": [{"user_id": "1"}]}', b'{"RECORDS": []}']), json_type, False
+            yield (
+                rng.choice(
+                    [
+                        b"[]",
+                        b"null",
+                        b"1",
+                        b'"records"',
+                        b'{"records": {}}',
+                        b'{"records": null}',
+                        b'{"records": [[]]}',
+                        b'{"records": [null]}',
+                        b'{"records": "x"}',
+                        b"{}",
+                        b"",
+                        b'{"records": [{"user_id": "1"}]}',
+                        b'{"RECORDS": []}',
+                    ]
+                ),
+                json_type,
+                False,
+            )
         elif kind == 6:  # huge numbers and literals JSON does not allow
             value = rng.choice(["1" * 5000, "NaN", "Infinity", "-Infinity", "1e99999", "0x10", "01"])
             yield ('{"records": [' + json.dumps(good)[:-1] + ', "age": ' + value + "}]}").encode(), json_type, False
         elif kind == 7:  # long strings
-            yield json.dumps({"records": [{**good, "zip": "9" * rng.choice([1025, 100_000])}]}).encode(), json_type, False
+            yield (
+                json.dumps({"records": [{**good, "zip": "9" * rng.choice([1025, 100_000])}]}).encode(),
+                json_type,
+                False,
+            )
         elif kind == 8:  # invalid UTF-8 and lone surrogates
-            yield rng.choice([b'{"records": [{"user_id": "\xff\xfe"}]}', b'{"records": [{"user_id": "\\udc00"}]}',
-                              json.dumps({"records": [{**good, "gender": "\ud800"}]}).encode("utf-8", "surrogatepass")]), json_type, False
+            yield (
+                rng.choice(
+                    [
+                        b'{"records": [{"user_id": "\xff\xfe"}]}',
+                        b'{"records": [{"user_id": "\\udc00"}]}',
+                        json.dumps({"records": [{**good, "gender": "\ud800"}]}).encode("utf-8", "surrogatepass"),
+                    ]
+                ),
+                json_type,
+                False,
+            )
         elif kind == 9:  # other content types
-            yield json.dumps({"records": [good]}).encode(), {"Content-Type": rng.choice(
-                ["text/plain", "multipart/form-data; boundary=zz", "application/x-www-form-urlencoded",
-                 "application/vnd.bentoml+pickle", "application/octet-stream", "image/png"])}, False
+            yield (
+                json.dumps({"records": [good]}).encode(),
+                {
+                    "Content-Type": rng.choice(
+                        [
+                            "text/plain",
+                            "multipart/form-data; boundary=zz",
+                            "application/x-www-form-urlencoded",
+                            "application/vnd.bentoml+pickle",
+                            "application/octet-stream",
+                            "image/png",
+                        ]
+                    )
+                },
+                False,
+            )
         elif kind == 10:  # more records than allowed
             yield json.dumps({"records": [good] * rng.choice([4097, 5000])}).encode(), json_type, False
         elif kind == 11:  # many extra keys and duplicated keys
             extra = {f"k{j}": "v" * 10 for j in range(rng.randrange(1, 3000))}
             yield json.dumps({"records": [{**good, **extra}]}).encode(), json_type, True
         elif kind == 12:
-            yield ('{"records": [' + json.dumps(good)[:-1] + ', "user_id": 1, "user_id": [1]}]}').encode(), json_type, False
+            yield (
+                ('{"records": [' + json.dumps(good)[:-1] + ', "user_id": 1, "user_id": [1]}]}').encode(),
+                json_type,
+                False,
+            )
         elif kind == 13:  # missing fields
             drop = rng.sample(names, rng.randrange(1, len(names)))
             yield json.dumps({"records": [{k: v for k, v in good.items() if k not in drop}]}).encode(), json_type, False
         elif kind == 14:  # a body over the size limit (only a few: each is 8 MiB)
             yield (b" " * (MAX_BODY + 1) if i % 200 == 14 else b"{" * 10_000), json_type, False
         else:  # mixed valid and invalid records in one request
-            records = [rng.choice([good, valid_odd(), {**good, "age": "x"}, 7, None]) for _ in range(rng.randrange(1, 8))]
+            records = [
+                rng.choice([good, valid_odd(), {**good, "age": "x"}, 7, None]) for _ in range(rng.randrange(1, 8))
+            ]
             ok = all(isinstance(r, dict) and r.get("age") != "x" for r in records)
             yield json.dumps({"records": records}).encode(), json_type, ok
 
 
 def test_1000_hostile_requests_never_5xx_and_server_stays_correct(project, offline, server):
     good = records_of(project["test"].head(1))[0]
-    fields = {f["name"]: f["kind"] for f in read_json(project["root"] / "artifacts" / "bento" / DATASET / REGISTRATION)["fields"]}
+    fields = {
+        f["name"]: f["kind"]
+        for f in read_json(project["root"] / "artifacts" / "bento" / DATASET / REGISTRATION)["fields"]
+    }
     statuses, unexpected = [], []
     conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
     for body, headers, expect_ok in hostile_requests(good, fields, 1000):
@@ -288,8 +366,14 @@ def test_bentoml_build_makes_a_cpu_bento_that_serves_the_same_predictions(projec
     """`bentoml build` packs the service and the registered model; the bento serves from elsewhere."""
     env = {k: v for k, v in project["env"].items() if k != "PYTHONPATH"}
     bentoml = str(Path(sys.executable).parent / "bentoml")
-    out = subprocess.run([bentoml, "build", "-f", "serving/bentofile.yaml", "-o", "tag", "."], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [bentoml, "build", "-f", "serving/bentofile.yaml", "-o", "tag", "."],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     bento_dir = Path(env["BENTOML_HOME"]) / "bentos" / tag.replace(":", "/")

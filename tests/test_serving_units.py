@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError, create_model
 
+from assets.prediction_log import PredictionLog, log_sizes, new_rows, read_log
 from models.ctr import build_model
 from models.features import OOV, FeatureEncoder, default_spec
-from models.trainer import Trainer, TrainConfig
-from serving.guard import RequestGuard
-from assets.prediction_log import PredictionLog, log_sizes, new_rows, read_log
 from models.predictor import Predictor, RecordEncoder
+from models.trainer import TrainConfig, Trainer
+from serving.guard import RequestGuard
 from serving.schemas import record_model, records_type
 from tests.fixtures_ctr import TINY
 from tests.fixtures_tables import make_interactions, split
@@ -41,8 +41,20 @@ def hostile_frame(test: pd.DataFrame) -> pd.DataFrame:
     odd = test.head(12).copy()
     odd["user_id"] = ["-5", " 1 ", "999999", "", "üñí", "1", "2", "3", "4", "5", "6", "7"]
     odd["gender"] = ["F", " M", None, "X", "F", "M", "", "F", "M", "F", "M", "F"]
-    odd["genres"] = ["Drama| Comedy ", "||", None, "Nope|Drama", "", "Comedy", "Action|Drama|Horror|War|Sci-Fi",
-                     "Drama", "Comedy|Comedy", " ", "Horror|", "|Drama"]
+    odd["genres"] = [
+        "Drama| Comedy ",
+        "||",
+        None,
+        "Nope|Drama",
+        "",
+        "Comedy",
+        "Action|Drama|Horror|War|Sci-Fi",
+        "Drama",
+        "Comedy|Comedy",
+        " ",
+        "Horror|",
+        "|Drama",
+    ]
     odd["age"] = pd.array([None, 0, -3, 200, 25, 18, 64, 40, 30, 33, 21, 99], dtype="Int64")
     odd["year"] = pd.array([None, 1900, 2100, 1980, 1990, 1950, 2000, 1999, 1970, 1960, 1985, 1995], dtype="Int64")
     return pd.concat([test, odd], ignore_index=True)
@@ -90,9 +102,13 @@ def test_predictor_loads_a_saved_checkpoint(tmp_path: Path, fitted):
     np.testing.assert_array_equal(loaded.predict_frame(test), expected)
 
 
-FIELDS = [{"name": "user_id", "kind": "categorical"}, {"name": "item_id", "kind": "categorical"},
-          {"name": "gender", "kind": "categorical"}, {"name": "age", "kind": "numeric"},
-          {"name": "genres", "kind": "multi"}]
+FIELDS = [
+    {"name": "user_id", "kind": "categorical"},
+    {"name": "item_id", "kind": "categorical"},
+    {"name": "gender", "kind": "categorical"},
+    {"name": "age", "kind": "numeric"},
+    {"name": "genres", "kind": "multi"},
+]
 
 
 def request_model(max_records: int = 3):
@@ -116,8 +132,16 @@ def test_request_schema_accepts_raw_rows_and_names_bad_fields():
     assert errors(model, json.dumps({"records": [good] * 4})) == [("records",)]
     missing = {k: v for k, v in good.items() if k != "age"}
     assert errors(model, json.dumps({"records": [good, missing]})) == [("records", 1, "age")]
-    for field, value in [("user_id", True), ("user_id", None), ("item_id", [1]), ("gender", {"a": 1}),
-                         ("age", "25"), ("age", 1e300), ("user_id", 2**70), ("genres", "x" * 5000)]:
+    for field, value in [
+        ("user_id", True),
+        ("user_id", None),
+        ("item_id", [1]),
+        ("gender", {"a": 1}),
+        ("age", "25"),
+        ("age", 1e300),
+        ("user_id", 2**70),
+        ("genres", "x" * 5000),
+    ]:
         locs = errors(model, json.dumps({"records": [{**good, field: value}]}))
         assert locs and all(loc[:3] == ("records", 0, field) for loc in locs), (field, value, locs)
     assert errors(model, '{"records": [{"user_id": "1", "age": NaN}]}')  # non-finite numbers

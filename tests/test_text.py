@@ -66,7 +66,10 @@ def test_stage_writes_each_split_aligned_without_label(interactions, tmp_path):
 
 def test_bad_config_and_missing_split_are_named(interactions, tmp_path):
     tree = yaml.safe_load(CONFIG.read_text())
-    tree["ml-100k"] = {**tree["ml-100k"], "text": {**tree["ml-100k"]["text"], "fields": {"user_id": "User", "mood": "Mood"}}}
+    tree["ml-100k"] = {
+        **tree["ml-100k"],
+        "text": {**tree["ml-100k"]["text"], "fields": {"user_id": "User", "mood": "Mood"}},
+    }
     bad = tmp_path / "prompts.yaml"
     bad.write_text(yaml.safe_dump(tree))
     with pytest.raises(ParamsError, match=r"text.fields names column\(s\) mood"):

@@ -21,8 +21,10 @@ def _default():
 
 
 def _published(params, seconds: float = 5.0, total: float = 900.0) -> dict:
-    steps = {label: {"label": label, "seconds": seconds, "params_digest": digest}
-             for label, digest in timings.default_instances(params).items()}
+    steps = {
+        label: {"label": label, "seconds": seconds, "params_digest": digest}
+        for label, digest in timings.default_instances(params).items()
+    }
     steps[timings.TOTAL] = {"label": timings.TOTAL, "seconds": total, "params_digest": None}
     steps[timings.VENV] = {"label": timings.VENV, "seconds": 190.0, "params_digest": None}
     return {"steps": steps}
@@ -40,7 +42,9 @@ def test_budget_problems_name_a_new_stage_a_changed_knob_and_an_overrun():
     params = _default()
     assert timings.budget_problems(_published(params), params) == []
     grown = load_params(ROOT / "params.yaml", {"ctr.models": [*params.get_path("ctr.models"), "newmodel"]})
-    assert any(p.startswith("train@newmodel: no published time") for p in timings.budget_problems(_published(params), grown))
+    assert any(
+        p.startswith("train@newmodel: no published time") for p in timings.budget_problems(_published(params), grown)
+    )
     bigger = load_params(ROOT / "params.yaml", {"train.max_epochs": 99})
     problems = timings.budget_problems(_published(params), bigger)
     assert any(p.startswith("train@dcnv2: published time was measured under other params") for p in problems)
@@ -89,20 +93,31 @@ def test_summary_ends_with_results_times_and_next_steps(tmp_path):
     params = load_params(ROOT / "params.yaml")
     for stage in ("ingest", "split", "evaluate"):
         (tmp_path / "artifacts" / stage / "ml-100k").mkdir(parents=True)
-    (tmp_path / "artifacts/ingest/ml-100k/summary.json").write_text(json.dumps(
-        {"rows": 10, "users": 2, "items": 3, "positive_rate": 0.5, "per_scenario": {"a": 10}}))
-    split = {"rows": 5, "users": 2, "items": 3, "positive_rate": 0.5, "share": 0.5, "cold_user_share": 0.0,
-             "cold_item_share": 0.0}
-    (tmp_path / "artifacts/split/ml-100k/summary.json").write_text(json.dumps(
-        {"method": "random", "splits": {"train": split, "valid": split, "test": split}}))
-    models = {"dcnv2": {"stage": "train", "auc": 0.78, "auc_std": 0.001, "logloss": 0.56, "relaimpr": 0.0, "seeds": 1},
-              "dcnv2_learn": {"stage": "learn", "auc": 0.79, "auc_std": 0.0, "logloss": 0.55, "relaimpr": 0.0345,
-                              "seeds": 1}}
-    (tmp_path / "artifacts/evaluate/ml-100k/results.json").write_text(json.dumps(
-        {"dataset": "ml-100k", "base_model": "dcnv2", "models": models}))
+    (tmp_path / "artifacts/ingest/ml-100k/summary.json").write_text(
+        json.dumps({"rows": 10, "users": 2, "items": 3, "positive_rate": 0.5, "per_scenario": {"a": 10}})
+    )
+    split = {
+        "rows": 5,
+        "users": 2,
+        "items": 3,
+        "positive_rate": 0.5,
+        "share": 0.5,
+        "cold_user_share": 0.0,
+        "cold_item_share": 0.0,
+    }
+    (tmp_path / "artifacts/split/ml-100k/summary.json").write_text(
+        json.dumps({"method": "random", "splits": {"train": split, "valid": split, "test": split}})
+    )
+    models = {
+        "dcnv2": {"stage": "train", "auc": 0.78, "auc_std": 0.001, "logloss": 0.56, "relaimpr": 0.0, "seeds": 1},
+        "dcnv2_learn": {"stage": "learn", "auc": 0.79, "auc_std": 0.0, "logloss": 0.55, "relaimpr": 0.0345, "seeds": 1},
+    }
+    (tmp_path / "artifacts/evaluate/ml-100k/results.json").write_text(
+        json.dumps({"dataset": "ml-100k", "base_model": "dcnv2", "models": models})
+    )
     timings.record(tmp_path, "ml-100k", "train@dcnv2", 12.0, "x")
     text = summary_table(tmp_path, params)
-    results = text[text.index("Test results"):]
+    results = text[text.index("Test results") :]
     assert results.index("dcnv2_learn") < results.index("dcnv2 ")  # best first
     assert "+3.45%" in results and "0.7900" in results
     assert "| train | 1 | 12 |  |" in text

@@ -83,9 +83,16 @@ def test_evaluate_matches_independent_computation(root):
         for _, g in preds[preds.split == "test"].groupby("seed")
     ]
     assert entry["dnn"]["auc"] == pytest.approx(np.mean(per_seed), abs=1e-6)
-    assert entry["dnn"]["relaimpr"] == pytest.approx((entry["dnn"]["auc"] - entry["fm"]["auc"]) / entry["fm"]["auc"], abs=1e-5)
+    assert entry["dnn"]["relaimpr"] == pytest.approx(
+        (entry["dnn"]["auc"] - entry["fm"]["auc"]) / entry["fm"]["auc"], abs=1e-5
+    )
     assert entry["fm"]["relaimpr"] == 0.0
-    assert set(entry["dnn"]["per_segment"]) == {"lt_user&lt_item", "head_user&lt_item", "lt_user&head_item", "head_user&head_item"}
+    assert set(entry["dnn"]["per_segment"]) == {
+        "lt_user&lt_item",
+        "head_user&lt_item",
+        "lt_user&head_item",
+        "head_user&head_item",
+    }
     assert set(entry["dnn"]["per_scenario"]) == set(test["scenario"].astype(str))
     assert not (root / "docs").exists() and not (root / "README.md").exists()  # evaluate touches no doc
     (root / "README.md").write_text("# project\n\nhand-written\n")
@@ -113,6 +120,8 @@ def test_evaluate_ignores_a_run_still_being_written(root):
 
     leftover = root / "artifacts" / "train" / "ml-100k" / ".tmp-dcnv2-abc123"
     leftover.mkdir(parents=True)
-    pd.DataFrame({"row": [0], "seed": [1], "split": ["test"], "prob": [0.5]}).to_parquet(leftover / "predictions.parquet")
+    pd.DataFrame({"row": [0], "seed": [1], "split": ["test"], "prob": [0.5]}).to_parquet(
+        leftover / "predictions.parquet"
+    )
     with pytest.raises(DataError, match="no predictions.parquet under artifacts/"):
         evaluate.run(_params(), root)

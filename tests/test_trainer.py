@@ -26,8 +26,9 @@ HPARAMS = {**TINY["dnn"], "dropout": 0.1}  # dropout: the RNG must be replayed e
 
 
 def _config(**overrides) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 256, "max_epochs": 4, "patience": 10, "lr": 3e-3, "progress": False,
-                          **overrides})
+    return TrainConfig(
+        **{"batch_size": 256, "max_epochs": 4, "patience": 10, "lr": 3e-3, "progress": False, **overrides}
+    )
 
 
 def _model(seed: int = 0, **hparams):
@@ -115,8 +116,9 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path):
     resumed, resumed_result = _fit(tmp_path / "killed", model=_model(seed=123), max_epochs=5)
     assert _without_timing(resumed_result) == _without_timing(full_result)
     _assert_same_weights(_weights(resumed.model), _weights(full.model))
-    _assert_same_weights(load_file(tmp_path / "killed" / "model.safetensors"),
-                         load_file(tmp_path / "full" / "model.safetensors"))
+    _assert_same_weights(
+        load_file(tmp_path / "killed" / "model.safetensors"), load_file(tmp_path / "full" / "model.safetensors")
+    )
 
 
 def test_resume_extends_a_finished_run_and_a_finished_run_returns_at_once(tmp_path):
@@ -210,15 +212,29 @@ def test_ddp_with_two_cpu_processes_matches_single_process(tmp_path):
     encoder, train, valid, _ = encoded()
     hparams = TINY["dnn"]  # no dropout: ranks draw their own masks, which one process cannot reproduce
     config = {"batch_size": 256, "max_epochs": 3, "patience": 10, "lr": 3e-3, "progress": False}
-    (tmp_path / "spec.json").write_text(json.dumps({"vocab_sizes": encoder.vocab_sizes, "hparams": hparams,
-                                                    "config": config}))
-    np.savez(tmp_path / "data.npz", **{f"train/{k}": v for k, v in train.items()},
-             **{f"valid/{k}": v for k, v in valid.items()})
+    (tmp_path / "spec.json").write_text(
+        json.dumps({"vocab_sizes": encoder.vocab_sizes, "hparams": hparams, "config": config})
+    )
+    np.savez(
+        tmp_path / "data.npz",
+        **{f"train/{k}": v for k, v in train.items()},
+        **{f"valid/{k}": v for k, v in valid.items()},
+    )
     (tmp_path / "ddp_train.py").write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(tmp_path / "ddp_train.py"), str(tmp_path / "spec.json"), str(tmp_path / "data.npz"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(tmp_path / "ddp_train.py"),
+        str(tmp_path / "spec.json"),
+        str(tmp_path / "data.npz"),
+        str(out),
+    ]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -26,9 +26,7 @@ from assets.datasets.common import (
 )
 from llm4ctr.params import Params
 
-LAYOUTS = {
-    "BX-CSV-Dump": {"ratings": ["BX-Book-Ratings.csv"], "users": ["BX-Users.csv"], "books": ["BX-Books.csv"]}
-}
+LAYOUTS = {"BX-CSV-Dump": {"ratings": ["BX-Book-Ratings.csv"], "users": ["BX-Users.csv"], "books": ["BX-Books.csv"]}}
 READ = dict(sep=";", header=True, encoding="latin-1", quoted=True)
 AGE_RANGE = (5, 100)  # ages outside are treated as unknown (the dump has 0s and 200s)
 IMPLICIT = 0  # Book-Rating 0: an implicit interaction, not a rating

@@ -238,7 +238,7 @@ def read_records(path: Path, required: Sequence[str], optional: Sequence[str] = 
 
 
 def examples(values: pd.Series) -> str:
-    """"'x' (line 3), 'y' (line 9)": the first few offending values with their line numbers."""
+    """ "'x' (line 3), 'y' (line 9)": the first few offending values with their line numbers."""
     shown = ", ".join(f"{v!r} (line {n})" for n, v in values.head(EXAMPLES).items())
     more = f" and {len(values) - EXAMPLES} more" if len(values) > EXAMPLES else ""
     return shown + more

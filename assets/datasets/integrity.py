@@ -195,7 +195,7 @@ def _epoch_seconds(bound: object) -> int:
         bound = dt.datetime.combine(bound, dt.time())
     if not isinstance(bound, dt.datetime):
         raise TypeError(f"{bound!r} is neither a date nor a number of seconds")
-    return int((bound if bound.tzinfo else bound.replace(tzinfo=dt.timezone.utc)).timestamp())
+    return int((bound if bound.tzinfo else bound.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def check_timestamps(inter: pd.DataFrame, path: Path, params: Params) -> None:
@@ -208,7 +208,7 @@ def check_timestamps(inter: pd.DataFrame, path: Path, params: Params) -> None:
     seconds = inter["timestamp"]
     outside = (seconds < start) | (seconds >= end)
     if outside.any():
-        shown = " to ".join(dt.datetime.fromtimestamp(b, dt.timezone.utc).strftime("%Y-%m-%d") for b in bounds)
+        shown = " to ".join(dt.datetime.fromtimestamp(b, dt.UTC).strftime("%Y-%m-%d") for b in bounds)
         raise DataError(
             f"{path}: {int(outside.sum())} timestamp(s) outside data.timestamp_range ({shown}): "
             f"{examples(seconds[outside])}; a value cut short (truncated file) or in the wrong unit? "

@@ -17,7 +17,23 @@ from models.clickprompt.with_plm import POOLINGS, ClickPromptWithPLM, pool
 from models.clickprompt.without_plm import pretrained_ctr
 
 __all__ = [
-    "MODES", "PAMLM", "POOLINGS", "ClickPromptNet", "ClickPromptWithPLM", "PretrainConfig", "PromptGenerator",
-    "load_masked_lm", "mask_tokens", "pool", "pretrain", "pretrained_ctr", "prompted_states", "split_masked_lm",
-    "takes_prefix", "text_position_ids", "tokenize", "total_steps", "trim_padding",
+    "MODES",
+    "PAMLM",
+    "POOLINGS",
+    "ClickPromptNet",
+    "ClickPromptWithPLM",
+    "PretrainConfig",
+    "PromptGenerator",
+    "load_masked_lm",
+    "mask_tokens",
+    "pool",
+    "pretrain",
+    "pretrained_ctr",
+    "prompted_states",
+    "split_masked_lm",
+    "takes_prefix",
+    "text_position_ids",
+    "tokenize",
+    "total_steps",
+    "trim_padding",
 ]

@@ -41,15 +41,17 @@ def text_position_ids(encoder: nn.Module, input_ids: torch.Tensor) -> torch.Tens
     embeddings = getattr(encoder, "embeddings", None)
     padding_idx = getattr(embeddings, "padding_idx", None)
     make = getattr(embeddings, "create_position_ids_from_input_ids", None) or getattr(
-        sys.modules[type(embeddings).__module__], "create_position_ids_from_input_ids", None)
+        sys.modules[type(embeddings).__module__], "create_position_ids_from_input_ids", None
+    )
     if make is not None and padding_idx is not None:
         return make(input_ids, padding_idx)
     batch, length = input_ids.shape
     return torch.arange(length, device=input_ids.device).expand(batch, length)
 
 
-def prompted_states(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    prompts: torch.Tensor | None = None) -> torch.Tensor:
+def prompted_states(
+    encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: torch.Tensor | None = None
+) -> torch.Tensor:
     """Last-layer hidden states of the text tokens, [B, T, H], with ``prompts`` fused in."""
     positions = text_position_ids(encoder, input_ids)
     if prompts is None:
@@ -57,15 +59,18 @@ def prompted_states(encoder: nn.Module, input_ids: torch.Tensor, attention_mask:
     batch = input_ids.shape[0]
     if prompts.dim() == 6:
         if not takes_prefix(encoder):
-            raise ValueError(f"{type(encoder).__name__} does not accept past_key_values, so it cannot take "
-                             "layer-wise prefix prompts; use prompt mode 'input'")
+            raise ValueError(
+                f"{type(encoder).__name__} does not accept past_key_values, so it cannot take "
+                "layer-wise prefix prompts; use prompt mode 'input'"
+            )
         num_prompts = prompts.shape[4]
         cache = DynamicCache()
         for layer in range(prompts.shape[1]):
             cache.update(prompts[:, layer, 0], prompts[:, layer, 1], layer)
         mask = torch.cat([attention_mask.new_ones(batch, num_prompts), attention_mask], dim=1)
-        return encoder(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=False).last_hidden_state
+        return encoder(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=False
+        ).last_hidden_state
     if prompts.dim() != 3:
         raise ValueError(f"prompts must be [B, L, 2, heads, K, head_dim] or [B, K, H], got {tuple(prompts.shape)}")
     num_prompts = prompts.shape[1]

@@ -64,17 +64,21 @@ class ClickPromptNet(nn.Module):
         if num_prompts < 0:
             raise ValueError(f"num_prompts must be >= 0, got {num_prompts}")
         if num_prompts and mode == "layerwise" and not takes_prefix(encoder):
-            raise ValueError(f"{type(encoder).__name__} does not accept past_key_values, so it cannot take "
-                             "layer-wise prefix prompts; use prompt mode 'input'")
+            raise ValueError(
+                f"{type(encoder).__name__} does not accept past_key_values, so it cannot take "
+                "layer-wise prefix prompts; use prompt mode 'input'"
+            )
         config = encoder.config
         self.ctr = ctr
         self.encoder = encoder
         self.num_prompts = num_prompts
         self.mode = mode
         self.generator = (
-            PromptGenerator(ctr.q_dim, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-                            num_prompts, mode)
-            if num_prompts else None
+            PromptGenerator(
+                ctr.q_dim, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, num_prompts, mode
+            )
+            if num_prompts
+            else None
         )
 
     @property

@@ -25,9 +25,16 @@ from models.clickprompt.network import ClickPromptNet, trim_padding
 IGNORE = -100  # label of a position without MLM loss
 
 
-def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_token_id: int, vocab_size: int,
-                probability: float = 0.15, mask_share: float = 0.8, random_share: float = 0.1,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    probability: float = 0.15,
+    mask_share: float = 0.8,
+    random_share: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: (model inputs, labels), labels = original id where picked, else ``IGNORE``."""
     pick = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < probability) & maskable
     labels = torch.where(pick, input_ids, torch.full_like(input_ids, IGNORE))
@@ -55,15 +62,23 @@ def load_masked_lm(name_or_path: str) -> tuple[nn.Module, nn.Module, list[str]]:
     encoder, head = split_masked_lm(model)
     head_prefix = next(name for name, module in model.named_children() if module is head) + "."
     head_names = {name for name, _ in head.named_parameters()}
-    fresh = sorted(k[len(head_prefix):] for k in info["missing_keys"] if k.startswith(head_prefix))
+    fresh = sorted(k[len(head_prefix) :] for k in info["missing_keys"] if k.startswith(head_prefix))
     return encoder, head, [name for name in fresh if name in head_names]
 
 
 class PAMLM(nn.Module):
     """The PA-MLM objective over a :class:`ClickPromptNet`: ``forward(batch)`` -> loss and accuracy."""
 
-    def __init__(self, net: ClickPromptNet, head: nn.Module, mask_token_id: int, special_token_ids: list[int],
-                 vocab_size: int, probability: float = 0.15, fresh_head_params: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        net: ClickPromptNet,
+        head: nn.Module,
+        mask_token_id: int,
+        special_token_ids: list[int],
+        vocab_size: int,
+        probability: float = 0.15,
+        fresh_head_params: tuple[str, ...] = (),
+    ):
         super().__init__()
         self.net = net
         self.head = head
@@ -71,14 +86,16 @@ class PAMLM(nn.Module):
         self.vocab_size = vocab_size
         self.probability = probability
         self.fresh_head_params = tuple(fresh_head_params)
-        self.register_buffer("special_ids", torch.tensor(sorted(set(special_token_ids)), dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "special_ids", torch.tensor(sorted(set(special_token_ids)), dtype=torch.long), persistent=False
+        )
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict:
         ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
         maskable = mask.bool() & ~torch.isin(ids, self.special_ids)
-        inputs, labels = mask_tokens(ids, maskable, self.mask_token_id, self.vocab_size, self.probability,
-                                     generator=generator)
+        inputs, labels = mask_tokens(
+            ids, maskable, self.mask_token_id, self.vocab_size, self.probability, generator=generator
+        )
         hidden = self.net({**batch, "input_ids": inputs, "attention_mask": mask})["hidden"]
         picked = labels != IGNORE
         if not bool(picked.any()):  # nothing picked (tiny batch): a zero loss that keeps the graph
@@ -104,5 +121,8 @@ class PAMLM(nn.Module):
             seen.add(id(param))
             decay = param.dim() > 1 and "LayerNorm" not in name
             groups[(id(param) in new, decay)].append(param)
-        return [{"params": params, "lr": new_lr if is_new else plm_lr, "weight_decay": weight_decay if decay else 0.0}
-                for (is_new, decay), params in groups.items() if params]
+        return [
+            {"params": params, "lr": new_lr if is_new else plm_lr, "weight_decay": weight_decay if decay else 0.0}
+            for (is_new, decay), params in groups.items()
+            if params
+        ]

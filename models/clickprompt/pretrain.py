@@ -79,8 +79,9 @@ def total_steps(rows: int, config: PretrainConfig) -> int:
     return min(steps, config.max_steps) if config.max_steps else steps
 
 
-def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Path,
-             config: PretrainConfig | None = None) -> dict:
+def pretrain(
+    objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Path, config: PretrainConfig | None = None
+) -> dict:
     """Run (or resume) PA-MLM over ``arrays`` (ID fields + input_ids + attention_mask); returns a summary.
 
     The objective ends in training mode with the final weights; the summary holds the step count,
@@ -100,10 +101,15 @@ def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Pa
 
     optimizer = torch.optim.AdamW(objective.param_groups(config.new_lr, config.plm_lr, config.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
+        optimizer,
+        lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)),
+    )
     work_dir = Path(work_dir)
-    identity = {"settings": {k: v for k, v in asdict(config).items() if k not in RUNTIME}, "rows": rows,
-                "network": _network_identity(objective)}
+    identity = {
+        "settings": {k: v for k, v in asdict(config).items() if k not in RUNTIME},
+        "rows": rows,
+        "network": _network_identity(objective),
+    }
     state = _start(work_dir / STATE, identity, objective, optimizer, scheduler, device)
 
     started, seconds_before = time.perf_counter(), state["seconds"]
@@ -114,7 +120,7 @@ def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Pa
         epoch, position = divmod(step, per_epoch)
         if epoch != order_epoch:
             order, order_epoch = _epoch_rows(rows, config.seed, epoch + 1, 0, 1).to(device), epoch
-        picked = order[position * config.batch_size:(position + 1) * config.batch_size]
+        picked = order[position * config.batch_size : (position + 1) * config.batch_size]
         batch = {key: value.index_select(0, picked) for key, value in data.items()}
         torch.manual_seed(_derive_seed(config.seed, step, 2))  # dropout
         draws = torch.Generator(device=device).manual_seed(_derive_seed(config.seed, step, 3))  # masking
@@ -130,34 +136,56 @@ def pretrain(objective: PAMLM, arrays: dict[str, np.ndarray], work_dir: str | Pa
         bar.update(1)
         if len(window) == config.log_every or state["step"] == end:
             loss, accuracy = np.nanmean(np.array(window), axis=0)
-            state["history"].append({"step": state["step"], "loss": float(loss), "accuracy": float(accuracy),
-                                     "lr_plm": optimizer.param_groups[-1]["lr"]})
+            state["history"].append(
+                {
+                    "step": state["step"],
+                    "loss": float(loss),
+                    "accuracy": float(accuracy),
+                    "lr_plm": optimizer.param_groups[-1]["lr"],
+                }
+            )
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
             window = []
         if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
             state["seconds"] = seconds_before + time.perf_counter() - started
             _save(work_dir / STATE, state, objective, optimizer, scheduler)
             last = state["history"][-1] if state["history"] else {}
-            log.info("PA-MLM step %d/%d: loss %.4f, accuracy %.4f (%.0fs)", state["step"], end,
-                     last.get("loss", float("nan")), last.get("accuracy", float("nan")), state["seconds"])
+            log.info(
+                "PA-MLM step %d/%d: loss %.4f, accuracy %.4f (%.0fs)",
+                state["step"],
+                end,
+                last.get("loss", float("nan")),
+                last.get("accuracy", float("nan")),
+                state["seconds"],
+            )
     bar.close()
     state["seconds"] = seconds_before + time.perf_counter() - started
     history = state["history"]
     return {
-        "steps": state["step"], "total_steps": total, "rows": rows, "batch_size": config.batch_size,
+        "steps": state["step"],
+        "total_steps": total,
+        "rows": rows,
+        "batch_size": config.batch_size,
         "samples_seen": min(state["step"] * config.batch_size, rows * config.epochs),
         "seconds": round(state["seconds"], 1),
         "samples_per_s": round(state["step"] * config.batch_size / state["seconds"], 2) if state["seconds"] else None,
-        "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
-        "accuracy_last": history[-1]["accuracy"] if history else None, "history": history,
+        "loss_first": history[0]["loss"] if history else None,
+        "loss_last": history[-1]["loss"] if history else None,
+        "accuracy_last": history[-1]["accuracy"] if history else None,
+        "history": history,
     }
 
 
 def _network_identity(objective: PAMLM) -> dict:
     net = objective.net
-    return {"ctr": getattr(net.ctr, "build_config", type(net.ctr).__name__), "plm": net.encoder.config.model_type,
-            "hidden": net.hidden_size, "num_prompts": net.num_prompts, "mode": net.mode,
-            "probability": objective.probability}
+    return {
+        "ctr": getattr(net.ctr, "build_config", type(net.ctr).__name__),
+        "plm": net.encoder.config.model_type,
+        "hidden": net.hidden_size,
+        "num_prompts": net.num_prompts,
+        "mode": net.mode,
+        "probability": objective.probability,
+    }
 
 
 def _start(path: Path, identity: dict, objective: PAMLM, optimizer, scheduler, device) -> dict:
@@ -166,8 +194,10 @@ def _start(path: Path, identity: dict, objective: PAMLM, optimizer, scheduler, d
         return {"identity": identity, "step": 0, "seconds": 0.0, "history": []}
     saved = torch.load(path, map_location=device, weights_only=True)
     if saved["identity"] != identity:
-        raise ParamsError(f"{path}: this PA-MLM checkpoint was made with other settings, data or network "
-                          f"({saved['identity']} vs {identity}); delete it to start over")
+        raise ParamsError(
+            f"{path}: this PA-MLM checkpoint was made with other settings, data or network "
+            f"({saved['identity']} vs {identity}); delete it to start over"
+        )
     objective.load_state_dict(saved.pop("model"))
     optimizer.load_state_dict(saved.pop("optimizer"))
     scheduler.load_state_dict(saved.pop("scheduler"))
@@ -176,7 +206,11 @@ def _start(path: Path, identity: dict, objective: PAMLM, optimizer, scheduler, d
 
 
 def _save(path: Path, state: dict, objective: PAMLM, optimizer, scheduler) -> None:
-    payload = {**state, "model": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
-               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    payload = {
+        **state,
+        "model": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)

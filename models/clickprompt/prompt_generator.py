@@ -25,13 +25,16 @@ MODES = ("layerwise", "input")
 class PromptGenerator(nn.Module):
     """``q`` [B, q_dim] -> prompts (see the module docstring for the two shapes)."""
 
-    def __init__(self, q_dim: int, hidden_size: int, num_layers: int, num_heads: int, num_prompts: int,
-                 mode: str = "layerwise"):
+    def __init__(
+        self, q_dim: int, hidden_size: int, num_layers: int, num_heads: int, num_prompts: int, mode: str = "layerwise"
+    ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"prompt mode must be one of {MODES}, got {mode!r}")
         if num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1 (a model without prompts needs no generator), got {num_prompts}")
+            raise ValueError(
+                f"num_prompts must be >= 1 (a model without prompts needs no generator), got {num_prompts}"
+            )
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
         self.mode = mode

@@ -32,8 +32,15 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 class ClickPromptWithPLM(nn.Module):
     """``forward(batch)`` -> ``logit`` (the fused one), ``q``, and the two parts ``ctr_logit``, ``plm_logit``."""
 
-    def __init__(self, net: ClickPromptNet, pooling: str = "cls", head_units: tuple[int, ...] = (128,),
-                 alpha: float = 0.5, plm_lr: float = 0.0, dropout: float = 0.0):
+    def __init__(
+        self,
+        net: ClickPromptNet,
+        pooling: str = "cls",
+        head_units: tuple[int, ...] = (128,),
+        alpha: float = 0.5,
+        plm_lr: float = 0.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

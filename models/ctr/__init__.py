@@ -60,8 +60,20 @@ def _model_class(name: str) -> type[CTRModel]:
 
 
 __all__ = [
-    "DCN", "DNN", "FGCNN", "FM", "IPNN", "MODELS", "AutoInt", "CTRModel", "DCNv2", "DeepFM", "FiGNN", "XDeepFM",
-    "build_model", "hyperparameters",
+    "DCN",
+    "DNN",
+    "FGCNN",
+    "FM",
+    "IPNN",
+    "MODELS",
+    "AutoInt",
+    "CTRModel",
+    "DCNv2",
+    "DeepFM",
+    "FiGNN",
+    "XDeepFM",
+    "build_model",
+    "hyperparameters",
 ]
 
 
@@ -76,4 +88,3 @@ def _init_dense(module: nn.Module) -> None:
         nn.init.xavier_normal_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-

@@ -12,9 +12,16 @@ from models.layers import MLP, CrossNet
 class DCN(CTRModel):
     """q = [CrossNet(x0), MLP(x0)] (the MLP is left out when ``hidden_units`` is empty)."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int = 16, dense_dim: int = 0,
-                 num_cross_layers: int = 3, hidden_units: tuple[int, ...] = (256, 128), dropout: float = 0.0,
-                 batch_norm: bool = False):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        dense_dim: int = 0,
+        num_cross_layers: int = 3,
+        hidden_units: tuple[int, ...] = (256, 128),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__(vocab_sizes, embedding_dim, dense_dim)
         input_dim = self.num_fields * embedding_dim
         self.cross = CrossNet(input_dim, num_cross_layers)

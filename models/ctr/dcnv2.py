@@ -17,9 +17,17 @@ STRUCTURES = ("parallel", "stacked")
 class DCNv2(CTRModel):
     """parallel: q = [CrossV2(x0), MLP(x0)]; stacked: q = MLP(CrossV2(x0)); logit = w . q + b."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int = 16, dense_dim: int = 0,
-                 num_cross_layers: int = 3, structure: str = "parallel", hidden_units: tuple[int, ...] = (256, 128),
-                 dropout: float = 0.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        dense_dim: int = 0,
+        num_cross_layers: int = 3,
+        structure: str = "parallel",
+        hidden_units: tuple[int, ...] = (256, 128),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__(vocab_sizes, embedding_dim, dense_dim)
         if structure not in STRUCTURES:
             raise ValueError(f"DCNv2 structure must be one of {STRUCTURES}, got {structure!r}")

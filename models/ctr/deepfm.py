@@ -12,8 +12,15 @@ from models.layers import MLP, FMInteraction, LinearTerm
 class DeepFM(CTRModel):
     """logit = linear + sum(bi-interaction) + w . MLP(flat emb); q = [bi-interaction, MLP output]."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int = 16, dense_dim: int = 0,
-                 hidden_units: tuple[int, ...] = (256, 128), dropout: float = 0.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        dense_dim: int = 0,
+        hidden_units: tuple[int, ...] = (256, 128),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__(vocab_sizes, embedding_dim, dense_dim)
         self.linear = LinearTerm(vocab_sizes, dense_dim)
         self.fm = FMInteraction()

@@ -12,9 +12,16 @@ from models.layers import CIN, MLP, LinearTerm
 class XDeepFM(CTRModel):
     """q = [CIN sum-pooled maps, MLP output]; logit = linear + w . q + b."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int = 16, dense_dim: int = 0,
-                 cin_units: tuple[int, ...] = (16, 16, 16), hidden_units: tuple[int, ...] = (256, 128),
-                 dropout: float = 0.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        dense_dim: int = 0,
+        cin_units: tuple[int, ...] = (16, 16, 16),
+        hidden_units: tuple[int, ...] = (256, 128),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__(vocab_sizes, embedding_dim, dense_dim)
         self.linear = LinearTerm(vocab_sizes, dense_dim)
         self.cin = CIN(self.num_fields, list(cin_units))

@@ -13,7 +13,17 @@ from models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction, 
 from models.layers.mlp import MLP
 
 __all__ = [
-    "AttentionalReadout", "CIN", "CrossNet", "CrossNetV2", "FMInteraction", "FeatureEmbedding",
-    "FeatureGeneration", "FiGNNBlock", "GraphLayer", "InnerProduct", "LinearTerm", "MLP",
+    "AttentionalReadout",
+    "CIN",
+    "CrossNet",
+    "CrossNetV2",
+    "FMInteraction",
+    "FeatureEmbedding",
+    "FeatureGeneration",
+    "FiGNNBlock",
+    "GraphLayer",
+    "InnerProduct",
+    "LinearTerm",
+    "MLP",
     "MultiHeadSelfAttention",
 ]

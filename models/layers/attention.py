@@ -15,8 +15,15 @@ class MultiHeadSelfAttention(nn.Module):
     ``use_scale`` divides scores by sqrt(head dim) (the original AutoInt does not).
     """
 
-    def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 2, use_residual: bool = True,
-                 use_scale: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        attention_dim: int,
+        num_heads: int = 2,
+        use_residual: bool = True,
+        use_scale: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if attention_dim % num_heads:
             raise ValueError(f"attention_dim {attention_dim} is not divisible by num_heads {num_heads}")
@@ -30,8 +37,9 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, fields, _ = x.shape
         q, k, v = self.qkv(x).view(batch, fields, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                             scale=self.scale)
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+        )
         out = out.transpose(1, 2).reshape(batch, fields, -1)
         if self.residual is not None:
             out = out + self.residual(x)

@@ -17,8 +17,7 @@ from models.features import PAD
 class FeatureEmbedding(nn.Module):
     """Embed a batch dict into a [B, F, D] tensor (F = len(vocab_sizes) + (1 if dense_dim else 0))."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, dense_dim: int = 0,
-                 init_std: float = 1e-4):
+    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, dense_dim: int = 0, init_std: float = 1e-4):
         super().__init__()
         self.fields = list(vocab_sizes)
         self.tables = nn.ModuleDict(

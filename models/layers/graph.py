@@ -32,14 +32,22 @@ class GraphLayer(nn.Module):
 class FiGNNBlock(nn.Module):
     """Attention-weighted field graph + ``num_layers`` propagation steps: [B, F, D] -> [B, F, D]."""
 
-    def __init__(self, num_fields: int, embedding_dim: int, num_layers: int = 3, use_gru: bool = True,
-                 use_residual: bool = True, reuse_graph_layer: bool = False):
+    def __init__(
+        self,
+        num_fields: int,
+        embedding_dim: int,
+        num_layers: int = 3,
+        use_gru: bool = True,
+        use_residual: bool = True,
+        reuse_graph_layer: bool = False,
+    ):
         super().__init__()
         self.num_layers = num_layers
         # attention score of edge (i, j) = w_src . h_i + w_dst . h_j, i.e. a linear map of [h_i; h_j]
         self.edge = nn.Linear(embedding_dim, 2, bias=False)
-        self.layers = nn.ModuleList(GraphLayer(num_fields, embedding_dim)
-                                    for _ in range(1 if reuse_graph_layer else num_layers))
+        self.layers = nn.ModuleList(
+            GraphLayer(num_fields, embedding_dim) for _ in range(1 if reuse_graph_layer else num_layers)
+        )
         self.gru = nn.GRUCell(embedding_dim, embedding_dim) if use_gru else None
         self.use_residual = use_residual
         self.register_buffer("self_loops", torch.eye(num_fields, dtype=torch.bool), persistent=False)

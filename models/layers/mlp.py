@@ -13,8 +13,15 @@ class MLP(nn.Module):
     ``output_dim`` None: the output is the last hidden layer (or the input when there are none).
     """
 
-    def __init__(self, input_dim: int, hidden_units: list[int], output_dim: int | None = None,
-                 activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: list[int],
+        output_dim: int | None = None,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         dim = input_dim

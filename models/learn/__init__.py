@@ -14,5 +14,14 @@ from models.learn.id_two_tower import IDTwoTower
 from models.learn.infonce import info_nce
 from models.learn.pch_tower import VARIANTS, LearnTower, PCHTower, TwinTower
 
-__all__ = ["VARIANTS", "AuxCTR", "IDTwoTower", "LearnRanker", "LearnTower", "PCHTower", "TwinTower", "info_nce",
-           "load_ranker"]
+__all__ = [
+    "VARIANTS",
+    "AuxCTR",
+    "IDTwoTower",
+    "LearnRanker",
+    "LearnTower",
+    "PCHTower",
+    "TwinTower",
+    "info_nce",
+    "load_ranker",
+]

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint import build_record, restore
 from models.ctr import build_model
 from models.layers import MLP
-from models.checkpoint import build_record, restore
 
 MODEL_NAME = "learn_ranker"
 
@@ -28,8 +28,13 @@ MODEL_NAME = "learn_ranker"
 class AuxCTR(nn.Module):
     """[B, input_dim] -> {"middle": [B, hidden_units[-1]], "logit": [B]} via MLP(hidden) then MLP(head) -> 1."""
 
-    def __init__(self, input_dim: int, hidden_units: tuple[int, ...] = (128, 32), head_units: tuple[int, ...] = (16,),
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: tuple[int, ...] = (128, 32),
+        head_units: tuple[int, ...] = (16,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if not hidden_units:
             raise ValueError("AuxCTR needs at least one hidden layer (its last one is the middle vector)")
@@ -50,18 +55,33 @@ class LearnRanker(nn.Module):
     (which :class:`models.trainer.Trainer` adds to the ranker's BCE).
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], backbone: str = "dcnv2", backbone_hparams: dict | None = None,
-                 learn_dim: int = 128, aux_hidden_units: tuple[int, ...] = (128, 32),
-                 aux_head_units: tuple[int, ...] = (16,), aux_weight: float = 1.0, detach_middle: bool = True):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        backbone: str = "dcnv2",
+        backbone_hparams: dict | None = None,
+        learn_dim: int = 128,
+        aux_hidden_units: tuple[int, ...] = (128, 32),
+        aux_head_units: tuple[int, ...] = (16,),
+        aux_weight: float = 1.0,
+        detach_middle: bool = True,
+    ):
         super().__init__()
         self.aux = AuxCTR(learn_dim, aux_hidden_units, aux_head_units)
-        self.backbone = build_model(backbone, vocab_sizes, dense_dim=learn_dim + self.aux.middle_dim,
-                                    **(backbone_hparams or {}))
+        self.backbone = build_model(
+            backbone, vocab_sizes, dense_dim=learn_dim + self.aux.middle_dim, **(backbone_hparams or {})
+        )
         self.aux_weight = aux_weight
         self.detach_middle = detach_middle
-        hparams = dict(backbone=backbone, backbone_hparams=backbone_hparams or {}, learn_dim=learn_dim,
-                       aux_hidden_units=aux_hidden_units, aux_head_units=aux_head_units, aux_weight=aux_weight,
-                       detach_middle=detach_middle)
+        hparams = dict(
+            backbone=backbone,
+            backbone_hparams=backbone_hparams or {},
+            learn_dim=learn_dim,
+            aux_hidden_units=aux_hidden_units,
+            aux_head_units=aux_head_units,
+            aux_weight=aux_weight,
+            detach_middle=detach_middle,
+        )
         # what Trainer checkpoints record (model.json) and compare on resume; load_ranker rebuilds from it
         self.build_config = build_record(MODEL_NAME, vocab_sizes, hparams)
 
@@ -78,5 +98,6 @@ class LearnRanker(nn.Module):
 
 def load_ranker(directory: str | Path, map_location: str = "cpu") -> LearnRanker:
     """Rebuild a :class:`LearnRanker` from a Trainer checkpoint folder (model.json + model.safetensors)."""
-    return restore(directory, lambda rec: LearnRanker(rec["vocab_sizes"], **rec["hparams"]), map_location,
-                   expect_name=MODEL_NAME)
+    return restore(
+        directory, lambda rec: LearnRanker(rec["vocab_sizes"], **rec["hparams"]), map_location, expect_name=MODEL_NAME
+    )

@@ -21,8 +21,13 @@ from __future__ import annotations
 import torch
 
 
-def info_nce(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, temperature: float,
-             log_q: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    user: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
     """user [B, D], items [B, T, D] (embeddings of ``targets``), targets [B, T] item ids (0 = padding),
     log_q [B, T] (optional) the log sampling probability of each target slot's item."""
     batch, slots = targets.shape
@@ -40,4 +45,3 @@ def info_nce(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, tem
     if not real.any():
         raise ValueError("info_nce: the batch holds no target items")
     return per_positive[real].mean()
-

@@ -36,16 +36,26 @@ VARIANTS = {1: "shared", 2: "single", 3: "content"}
 class PCHTower(nn.Module):
     """Causal Transformer: inputs [B, L, input_dim] -> L2-normalised outputs [B, L, output_dim]."""
 
-    def __init__(self, input_dim: int, model_dim: int = 128, output_dim: int = 64, num_layers: int = 2,
-                 num_heads: int = 4, dropout: float = 0.1, max_len: int = 64):
+    def __init__(
+        self,
+        input_dim: int,
+        model_dim: int = 128,
+        output_dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        max_len: int = 64,
+    ):
         super().__init__()
         self.max_len = max_len
         self.adaptor_in = nn.Linear(input_dim, model_dim)
         self.position = nn.Embedding(max_len, model_dim)
-        layer = nn.TransformerEncoderLayer(model_dim, num_heads, 4 * model_dim, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(model_dim),
-                                             enable_nested_tensor=False)
+        layer = nn.TransformerEncoderLayer(
+            model_dim, num_heads, 4 * model_dim, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers, norm=nn.LayerNorm(model_dim), enable_nested_tensor=False
+        )
         self.adaptor_out = nn.Linear(model_dim, output_dim)
         nn.init.normal_(self.position.weight, std=0.02)
 
@@ -77,9 +87,18 @@ class TwinTower(nn.Module):
     applies the logQ correction (:mod:`models.learn.infonce`).
     """
 
-    def __init__(self, item_inputs: nn.Embedding, variant: int = 1, model_dim: int = 128, output_dim: int = 64,
-                 num_layers: int = 2, num_heads: int = 4, dropout: float = 0.1, max_len: int = 64,
-                 temperature: float = 0.05):
+    def __init__(
+        self,
+        item_inputs: nn.Embedding,
+        variant: int = 1,
+        model_dim: int = 128,
+        output_dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        temperature: float = 0.05,
+    ):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)} ({VARIANTS}), got {variant!r}")
@@ -91,8 +110,15 @@ class TwinTower(nn.Module):
         input_dim = item_inputs.embedding_dim
         if variant == 3:
             output_dim = input_dim  # the user must land in the content space
-        shape = dict(input_dim=input_dim, model_dim=model_dim, output_dim=output_dim, num_layers=num_layers,
-                     num_heads=num_heads, dropout=dropout, max_len=max_len)
+        shape = dict(
+            input_dim=input_dim,
+            model_dim=model_dim,
+            output_dim=output_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            dropout=dropout,
+            max_len=max_len,
+        )
         self.user_tower = PCHTower(**shape)
         self.item_tower = PCHTower(**shape) if variant == 2 else None
         self.output_dim = output_dim
@@ -128,12 +154,32 @@ class LearnTower(TwinTower):
     seen in training or not, has its row, which is why cold items still get an embedding.
     """
 
-    def __init__(self, content: torch.Tensor, variant: int = 1, model_dim: int = 128, output_dim: int = 64,
-                 num_layers: int = 2, num_heads: int = 4, dropout: float = 0.1, max_len: int = 64,
-                 temperature: float = 0.05):
+    def __init__(
+        self,
+        content: torch.Tensor,
+        variant: int = 1,
+        model_dim: int = 128,
+        output_dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        temperature: float = 0.05,
+    ):
         table = nn.Embedding.from_pretrained(content.float(), freeze=True, padding_idx=0)
         super().__init__(table, variant, model_dim, output_dim, num_layers, num_heads, dropout, max_len, temperature)
         # how to rebuild it (models.learn.train_tower.load_tower): the table's shape; its values are weights
-        self.build_config = {"name": "learn_tower", "content_shape": list(content.shape), "hparams": dict(
-            variant=variant, model_dim=model_dim, output_dim=output_dim, num_layers=num_layers,
-            num_heads=num_heads, dropout=dropout, max_len=max_len, temperature=temperature)}
+        self.build_config = {
+            "name": "learn_tower",
+            "content_shape": list(content.shape),
+            "hparams": dict(
+                variant=variant,
+                model_dim=model_dim,
+                output_dim=output_dim,
+                num_layers=num_layers,
+                num_heads=num_heads,
+                dropout=dropout,
+                max_len=max_len,
+                temperature=temperature,
+            ),
+        }

@@ -14,8 +14,14 @@ import numpy as np
 import torch
 
 
-def target_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, targets: np.ndarray, seen: torch.Tensor,
-                 query_users: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def target_ranks(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: np.ndarray,
+    seen: torch.Tensor,
+    query_users: np.ndarray,
+    chunk: int = 2048,
+) -> np.ndarray:
     """0-based rank of each query's target among the candidates.
 
     user_emb [Q, D] (one row per query), item_emb [N + 1, D] (row 0 = padding), targets [Q] item
@@ -25,12 +31,12 @@ def target_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, targets: np.nda
     users_t = torch.as_tensor(query_users, dtype=torch.long)
     ranks = []
     for start in range(0, len(targets_t), chunk):
-        scores = user_emb[start:start + chunk].float() @ item_emb.float().T
+        scores = user_emb[start : start + chunk].float() @ item_emb.float().T
         rows = torch.arange(len(scores))
-        target_score = scores[rows, targets_t[start:start + chunk]].unsqueeze(1)
-        blocked = seen[users_t[start:start + chunk]].clone()
+        target_score = scores[rows, targets_t[start : start + chunk]].unsqueeze(1)
+        blocked = seen[users_t[start : start + chunk]].clone()
         blocked[:, 0] = True
-        blocked[rows, targets_t[start:start + chunk]] = True  # the target does not outrank itself
+        blocked[rows, targets_t[start : start + chunk]] = True  # the target does not outrank itself
         ranks.append(((scores > target_score) & ~blocked).sum(dim=1))
     return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
 

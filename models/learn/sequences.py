@@ -56,8 +56,9 @@ def _pad_rows(rows: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def sample_windows(seqs: UserSequences, history_len: int, target_len: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_windows(
+    seqs: UserSequences, history_len: int, target_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of (history [N, history_len], targets [N, target_len]) windows; users in sorted order."""
     histories, targets = [], []
     for user in sorted(seqs.items):
@@ -66,7 +67,7 @@ def sample_windows(seqs: UserSequences, history_len: int, target_len: int,
             continue
         cuts = sorted({1, *range(int(rng.integers(1, target_len + 1)), len(seq), target_len)}) + [len(seq)]
         for cut, end in zip(cuts[:-1], cuts[1:]):
-            histories.append(seq[max(0, cut - history_len):cut])
+            histories.append(seq[max(0, cut - history_len) : cut])
             targets.append(seq[cut:end])
     return _pad_rows(histories, history_len), _pad_rows(targets, target_len)
 
@@ -82,6 +83,6 @@ def histories_before(seqs: UserSequences, users, times, history_len: int) -> np.
         seq, seq_times = seqs.items[user], seqs.times[user]
         cuts = np.searchsorted(seq_times, times[rows], side="left")
         for row, cut in zip(rows, cuts):
-            window = seq[max(0, cut - history_len):cut]
+            window = seq[max(0, cut - history_len) : cut]
             out[row, : len(window)] = window
     return out

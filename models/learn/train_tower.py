@@ -25,11 +25,11 @@ from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
+from models.checkpoint import BEST_WEIGHTS, save_weights
 from models.learn.id_two_tower import IDTwoTower
 from models.learn.pch_tower import LearnTower, TwinTower
 from models.learn.retrieval import recall_ndcg, target_ranks
 from models.learn.sequences import UserSequences, histories_before, sample_windows
-from models.checkpoint import BEST_WEIGHTS, save_weights
 from models.trainer import HISTORY, STATE
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class TowerConfig(Settings):
     def __post_init__(self):
         self.require_positive("batch_size", "max_epochs", "patience", "history_len", "target_len")
         if self.lr <= 0 or self.weight_decay < 0:
-            raise ParamsError(f"learn.tower_train: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+            raise ParamsError(
+                f"learn.tower_train: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
 
 
 @dataclass
@@ -82,8 +84,9 @@ class Queries:
         history = histories_before(seqs, users, times, history_len)
         keep = (history != 0).any(axis=1)
         rows = np.array([user_rows[u] for u in np.asarray(users, dtype=object)], dtype=np.int64)
-        return cls(history[keep], np.asarray(items, dtype=np.int64)[keep], rows[keep], np.flatnonzero(keep),
-                   int((~keep).sum()))
+        return cls(
+            history[keep], np.asarray(items, dtype=np.int64)[keep], rows[keep], np.flatnonzero(keep), int((~keep).sum())
+        )
 
 
 def seen_matrix(seqs: UserSequences, user_rows: dict[str, int], num_items: int) -> torch.Tensor:
@@ -102,7 +105,7 @@ def embed_users(model: TwinTower, history: np.ndarray, batch_size: int = 4096) -
         return torch.zeros(0, model.output_dim)
     distinct, inverse = np.unique(np.asarray(history), axis=0, return_inverse=True)
     history_t = torch.as_tensor(distinct, dtype=torch.long)
-    parts = [model.user_embedding(history_t[i:i + batch_size]) for i in range(0, len(history_t), batch_size)]
+    parts = [model.user_embedding(history_t[i : i + batch_size]) for i in range(0, len(history_t), batch_size)]
     return torch.cat(parts)[torch.as_tensor(inverse.reshape(-1))]
 
 
@@ -111,7 +114,7 @@ def embed_items(model: TwinTower, num_items: int, batch_size: int = 4096) -> tor
     """[num_items + 1, D] item embeddings, row 0 (padding) zero."""
     model.eval()
     ids = torch.arange(1, num_items + 1)
-    parts = [model.item_embedding(ids[i:i + batch_size]) for i in range(0, num_items, batch_size)]
+    parts = [model.item_embedding(ids[i : i + batch_size]) for i in range(0, num_items, batch_size)]
     return torch.cat([torch.zeros(1, model.output_dim), *parts])
 
 
@@ -126,8 +129,15 @@ def evaluate(model: TwinTower, queries: Queries, seen: torch.Tensor, k: int = 10
     return {**recall_ndcg(query_ranks(model, queries, seen), k), "dropped": queries.dropped}
 
 
-def fit_tower(model: TwinTower, seqs: UserSequences, valid: Queries, seen: torch.Tensor, config: TowerConfig,
-              ckpt_dir: str | Path, resume: bool = True) -> dict:
+def fit_tower(
+    model: TwinTower,
+    seqs: UserSequences,
+    valid: Queries,
+    seen: torch.Tensor,
+    config: TowerConfig,
+    ckpt_dir: str | Path,
+    resume: bool = True,
+) -> dict:
     """Train until early stopping on validation NDCG@10; the model ends with its best weights.
 
     Returns ``{"best_epoch", "best": valid metrics, "epochs", "history", "train_seconds"}``.
@@ -135,11 +145,17 @@ def fit_tower(model: TwinTower, seqs: UserSequences, valid: Queries, seen: torch
     ckpt_dir = Path(ckpt_dir)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     state = _start_state(model, optimizer, ckpt_dir, resume)
-    bar = progress_bar(range(state["epoch"] + 1, config.max_epochs + 1), enabled=config.progress, desc="tower epochs",
-                       initial=state["epoch"], total=config.max_epochs)
+    bar = progress_bar(
+        range(state["epoch"] + 1, config.max_epochs + 1),
+        enabled=config.progress,
+        desc="tower epochs",
+        initial=state["epoch"],
+        total=config.max_epochs,
+    )
     for epoch in bar:
         if state["bad_epochs"] >= config.patience:
             break
@@ -175,7 +191,10 @@ def _train_epoch(model: TwinTower, optimizer, seqs: UserSequences, config: Tower
     model.train()
     total = 0.0
     for start in range(0, len(order), config.batch_size):
-        batch = {"history": history_t[start:start + config.batch_size], "targets": targets_t[start:start + config.batch_size]}
+        batch = {
+            "history": history_t[start : start + config.batch_size],
+            "targets": targets_t[start : start + config.batch_size],
+        }
         if log_q is not None:
             batch["log_q"] = log_q[batch["targets"]]
         loss = model(batch)["loss"]
@@ -225,8 +244,9 @@ def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool) -> d
     if resume and path.exists():
         saved = torch.load(path, weights_only=True)
         if saved["config"] != model.build_config:
-            raise ParamsError(f"{path}: checkpoint was written for another tower configuration; delete it or "
-                              "train with resume=False")
+            raise ParamsError(
+                f"{path}: checkpoint was written for another tower configuration; delete it or train with resume=False"
+            )
         model.load_state_dict(saved.pop("model"))
         optimizer.load_state_dict(saved.pop("optimizer"))
         log.info("resuming %s after epoch %d", ckpt_dir, saved["epoch"])
@@ -235,13 +255,23 @@ def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool) -> d
     for name in (STATE, BEST_WEIGHTS, HISTORY):
         (ckpt_dir / name).unlink(missing_ok=True)
     write_text(ckpt_dir / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
-    return {"config": model.build_config, "epoch": 0, "best": {}, "best_epoch": 0, "bad_epochs": 0, "history": [],
-            "train_seconds": 0.0}
+    return {
+        "config": model.build_config,
+        "epoch": 0,
+        "best": {},
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "train_seconds": 0.0,
+    }
 
 
 def _write_state(model: TwinTower, optimizer, state: dict, ckpt_dir: Path) -> None:
-    payload = {**state, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "optimizer": optimizer.state_dict()}
+    payload = {
+        **state,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+    }
     with atomic_file(ckpt_dir / STATE) as tmp:
         torch.save(payload, tmp)
     write_text(ckpt_dir / HISTORY, json.dumps(state["history"], indent=2))

@@ -6,10 +6,26 @@
 
 from models.msr.llm4msr import LLM4MSR, MetaLayers, StateTable
 from models.msr.model import (
-    BACKBONES, ENHANCEMENTS, MultiScenarioModel, all_variants, build_msr, load_msr, parse_variant, variant_name,
+    BACKBONES,
+    ENHANCEMENTS,
+    MultiScenarioModel,
+    all_variants,
+    build_msr,
+    load_msr,
+    parse_variant,
+    variant_name,
 )
 
 __all__ = [
-    "BACKBONES", "ENHANCEMENTS", "LLM4MSR", "MetaLayers", "MultiScenarioModel", "StateTable", "all_variants",
-    "build_msr", "load_msr", "parse_variant", "variant_name",
+    "BACKBONES",
+    "ENHANCEMENTS",
+    "LLM4MSR",
+    "MetaLayers",
+    "MultiScenarioModel",
+    "StateTable",
+    "all_variants",
+    "build_msr",
+    "load_msr",
+    "parse_variant",
+    "variant_name",
 ]

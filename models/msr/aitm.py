@@ -37,8 +37,9 @@ class InformationTransfer(nn.Module):
 class AITM(Backbone):
     """logit = head_k(z_k) for a row of scenario k, z_k built along the scenario chain."""
 
-    def __init__(self, input_dim: int, num_scenarios: int, tower_units: tuple[int, ...] = (128, 64, 32),
-                 dropout: float = 0.0):
+    def __init__(
+        self, input_dim: int, num_scenarios: int, tower_units: tuple[int, ...] = (128, 64, 32), dropout: float = 0.0
+    ):
         super().__init__(input_dim, num_scenarios)
         self.towers = nn.ModuleList(MLP(input_dim, list(tower_units), dropout=dropout) for _ in range(num_scenarios))
         dim = self.towers[0].output_dim

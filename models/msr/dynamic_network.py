@@ -18,8 +18,15 @@ from models.msr.llm4msr import MetaLayers
 class DynamicNetwork(Enhancement):
     """x -> generated layers of scenario s (widths ``dims``) -> backbone."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, num_scenarios: int,
-                 dims: tuple[int, ...] = (64,), condition_dim: int = 16, meta_hidden: int = 8):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int,
+        num_scenarios: int,
+        dims: tuple[int, ...] = (64,),
+        condition_dim: int = 16,
+        meta_hidden: int = 8,
+    ):
         super().__init__(vocab_sizes, embedding_dim, num_scenarios)
         self.condition = nn.Embedding(num_scenarios, condition_dim)
         self.layers = MetaLayers(condition_dim, [self.input_dim, *dims], meta_hidden, final_activation=True)

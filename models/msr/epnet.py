@@ -18,8 +18,15 @@ from models.msr.base import Enhancement
 class EPNet(Enhancement):
     """E' = gamma * sigmoid(MLP([e_s, sg(E)])) * E, element-wise, then the backbone."""
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, num_scenarios: int,
-                 hidden_units: tuple[int, ...] = (64,), scenario_dim: int = 16, gamma: float = 2.0):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int,
+        num_scenarios: int,
+        hidden_units: tuple[int, ...] = (64,),
+        scenario_dim: int = 16,
+        gamma: float = 2.0,
+    ):
         super().__init__(vocab_sizes, embedding_dim, num_scenarios)
         self.scenario_embedding = nn.Embedding(num_scenarios, scenario_dim)
         self.gate = MLP(scenario_dim + self.input_dim, list(hidden_units), output_dim=self.input_dim)

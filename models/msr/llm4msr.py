@@ -66,7 +66,9 @@ class StateTable(nn.Module):
     def load(self, states: torch.Tensor, known: torch.Tensor | None = None) -> None:
         """Fill the table: ``states`` [num_rows, dim], ``known`` [num_rows] bool (default: all rows)."""
         if tuple(states.shape) != tuple(self.states.shape):
-            raise DataError(f"LLM states have shape {tuple(states.shape)}, the model expects {tuple(self.states.shape)}")
+            raise DataError(
+                f"LLM states have shape {tuple(states.shape)}, the model expects {tuple(self.states.shape)}"
+            )
         known = torch.ones(len(states), dtype=torch.bool) if known is None else known.to(torch.bool)
         if known.shape != self.known.shape:
             raise DataError(f"known-state mask has shape {tuple(known.shape)}, expected {tuple(self.known.shape)}")
@@ -111,8 +113,10 @@ class MetaLayers(nn.Module):
     def __init__(self, cond_dim: int, dims: list[int], meta_hidden: int = 8, final_activation: bool = True):
         super().__init__()
         if len(dims) < 2 or min(dims) < 1 or meta_hidden < 1:
-            raise ParamsError(f"meta layers need an input and an output width and meta_hidden >= 1, all positive; "
-                              f"got dims {dims}, meta_hidden {meta_hidden}")
+            raise ParamsError(
+                f"meta layers need an input and an output width and meta_hidden >= 1, all positive; "
+                f"got dims {dims}, meta_hidden {meta_hidden}"
+            )
         self.shapes = list(zip(dims[:-1], dims[1:]))
         self.num_params = sum(n_in * n_out + n_out for n_in, n_out in self.shapes)
         self.final_activation = final_activation
@@ -121,8 +125,8 @@ class MetaLayers(nn.Module):
         with torch.no_grad():
             for (n_in, n_out), (start, stop) in zip(self.shapes, self._spans()):
                 self.head.weight[start:stop].normal_(0, 1 / math.sqrt(n_in * meta_hidden))
-                self.head.bias[start:start + n_in * n_out].uniform_(-1 / math.sqrt(n_in), 1 / math.sqrt(n_in))
-                self.head.bias[start + n_in * n_out:stop].zero_()
+                self.head.bias[start : start + n_in * n_out].uniform_(-1 / math.sqrt(n_in), 1 / math.sqrt(n_in))
+                self.head.bias[start + n_in * n_out : stop].zero_()
 
     def _spans(self) -> list[tuple[int, int]]:
         """(start, stop) of each layer's W-then-b block in the flat parameter vector."""
@@ -143,7 +147,10 @@ class MetaLayers(nn.Module):
     def unpack(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views (W [..., in, out], b [..., out]) of each layer in ``params`` [..., num_params]."""
         return [
-            (params[..., start:start + n_in * n_out].unflatten(-1, (n_in, n_out)), params[..., start + n_in * n_out:stop])
+            (
+                params[..., start : start + n_in * n_out].unflatten(-1, (n_in, n_out)),
+                params[..., start + n_in * n_out : stop],
+            )
             for (n_in, n_out), (start, stop) in zip(self.shapes, self._spans())
         ]
 
@@ -161,9 +168,9 @@ class MetaLayers(nn.Module):
         z = torch.cat([ones, codes], dim=1).unsqueeze(1)  # [B, 1, 1 + H]: z~ = [1, z]
         stacked = self.stacked() if stacked is None else stacked  # [P, 1 + H]
         for i, ((n_in, n_out), (start, stop)) in enumerate(zip(self.shapes, self._spans())):
-            weights = stacked[start:start + n_in * n_out].reshape(n_in, n_out * z.shape[-1])
+            weights = stacked[start : start + n_in * n_out].reshape(n_in, n_out * z.shape[-1])
             h = (x @ weights).view(len(x), n_out, -1)
-            x = self._activate(i, (h * z).sum(-1) + z.squeeze(1) @ stacked[start + n_in * n_out:stop].T)
+            x = self._activate(i, (h * z).sum(-1) + z.squeeze(1) @ stacked[start + n_in * n_out : stop].T)
         return x
 
     def by_group(self, x: torch.Tensor, params: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -190,29 +197,44 @@ class LLM4MSR(Enhancement):
 
     BOTTOMS = ("replace", "concat")
 
-    def __init__(self, vocab_sizes: dict[str, int], embedding_dim: int, num_scenarios: int, llm_dim: int = 576,
-                 user_dims: tuple[int, ...] = (64,), scenario_dims: tuple[int, ...] = (64,), meta_hidden: int = 8,
-                 user_field: str = "user_id", bottom: str = "replace", alpha_init: float = 0.5,
-                 state_scale: str = "dimension"):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int,
+        num_scenarios: int,
+        llm_dim: int = 576,
+        user_dims: tuple[int, ...] = (64,),
+        scenario_dims: tuple[int, ...] = (64,),
+        meta_hidden: int = 8,
+        user_field: str = "user_id",
+        bottom: str = "replace",
+        alpha_init: float = 0.5,
+        state_scale: str = "dimension",
+    ):
         super().__init__(vocab_sizes, embedding_dim, num_scenarios)
         if user_field not in vocab_sizes:
             raise ParamsError(f"llm4msr user_field '{user_field}' is not a feature field (fields: {list(vocab_sizes)})")
         if bottom not in self.BOTTOMS or not 0 < alpha_init < 1:
-            raise ParamsError(f"llm4msr bottom must be one of {self.BOTTOMS} and 0 < alpha_init < 1; "
-                              f"got bottom {bottom!r}, alpha_init {alpha_init}")
+            raise ParamsError(
+                f"llm4msr bottom must be one of {self.BOTTOMS} and 0 < alpha_init < 1; "
+                f"got bottom {bottom!r}, alpha_init {alpha_init}"
+            )
         self.user_field = user_field
         self.bottom = bottom
         self.users = StateTable(vocab_sizes[user_field], llm_dim, state_scale)
         self.scenarios = StateTable(num_scenarios, llm_dim, state_scale)
         self.user_layers = MetaLayers(llm_dim, [self.input_dim, *user_dims], meta_hidden, final_activation=True)
-        self.scenario_layers = MetaLayers(llm_dim, [self.input_dim, *scenario_dims, 1], meta_hidden,
-                                          final_activation=False)
+        self.scenario_layers = MetaLayers(
+            llm_dim, [self.input_dim, *scenario_dims, 1], meta_hidden, final_activation=False
+        )
         self.alpha_logit = nn.Parameter(torch.logit(torch.tensor(float(alpha_init))))
         self.output_dim = self.user_layers.shapes[-1][1] + (self.input_dim if bottom == "concat" else 0)
         self._cache: dict[str, torch.Tensor] = {}
         self.register_load_state_dict_post_hook(lambda module, keys: module._cache.clear())
 
-    def set_llm_states(self, user_states: torch.Tensor, user_known: torch.Tensor, scenario_states: torch.Tensor) -> None:
+    def set_llm_states(
+        self, user_states: torch.Tensor, user_known: torch.Tensor, scenario_states: torch.Tensor
+    ) -> None:
         """Load the cached states: users by encoded user id ([vocab, llm_dim] + mask), scenarios by index."""
         self.users.load(user_states, user_known)
         self.scenarios.load(scenario_states)
@@ -233,7 +255,9 @@ class LLM4MSR(Enhancement):
             unique, inverse = torch.unique(ids, return_inverse=True)
             return self.user_layers.code(self.users(unique)).index_select(0, inverse)
         if "users" not in self._cache:
-            self._cache["users"] = self.user_layers.code(self.users(torch.arange(len(self.users.states), device=ids.device)))
+            self._cache["users"] = self.user_layers.code(
+                self.users(torch.arange(len(self.users.states), device=ids.device))
+            )
         return self._cache["users"].index_select(0, ids)
 
     def _scenario_params(self, device: torch.device) -> torch.Tensor:

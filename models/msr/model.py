@@ -50,8 +50,10 @@ def parse_variant(variant: str) -> tuple[str, str]:
             return backbone, enhancement
     if name in BACKBONES:
         return name, "plain"
-    raise ParamsError(f"unknown multi-scenario variant '{variant}'; choose <backbone>[_dn|_ep|_ours] with backbone "
-                      f"one of {sorted(BACKBONES)}")
+    raise ParamsError(
+        f"unknown multi-scenario variant '{variant}'; choose <backbone>[_dn|_ep|_ours] with backbone "
+        f"one of {sorted(BACKBONES)}"
+    )
 
 
 def all_variants() -> list[str]:
@@ -76,9 +78,16 @@ class MultiScenarioModel(nn.Module):
     refuses data that holds one. ``forward(batch) -> {"logit": [B]}``.
     """
 
-    def __init__(self, vocab_sizes: dict[str, int], backbone: str = "star", enhancement: str = "plain",
-                 embedding_dim: int = 16, scenario_field: str = "scenario", backbone_params: dict | None = None,
-                 enhancement_params: dict | None = None):
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        backbone: str = "star",
+        enhancement: str = "plain",
+        embedding_dim: int = 16,
+        scenario_field: str = "scenario",
+        backbone_params: dict | None = None,
+        enhancement_params: dict | None = None,
+    ):
         super().__init__()
         if scenario_field not in vocab_sizes:
             raise ParamsError(f"scenario_field '{scenario_field}' is not a feature field (fields: {list(vocab_sizes)})")
@@ -86,15 +95,24 @@ class MultiScenarioModel(nn.Module):
         if self.num_scenarios < 1:
             raise DataError(f"field '{scenario_field}' has no scenario values in the training vocabulary")
         if backbone not in BACKBONES or enhancement not in ENHANCEMENTS:
-            raise ParamsError(f"unknown backbone '{backbone}' or enhancement '{enhancement}'; backbones: "
-                              f"{sorted(BACKBONES)}, enhancements: {sorted(ENHANCEMENTS)}")
+            raise ParamsError(
+                f"unknown backbone '{backbone}' or enhancement '{enhancement}'; backbones: "
+                f"{sorted(BACKBONES)}, enhancements: {sorted(ENHANCEMENTS)}"
+            )
         self.scenario_field = scenario_field
         self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim)
         enhancement_cls, backbone_cls = ENHANCEMENTS[enhancement], BACKBONES[backbone]
-        self.enhancement = enhancement_cls(vocab_sizes, embedding_dim, self.num_scenarios,
-                                           **_checked(enhancement_cls, enhancement_params or {}, enhancement, 3))
-        self.backbone = backbone_cls(self.enhancement.output_dim, self.num_scenarios,
-                                     **_checked(backbone_cls, backbone_params or {}, backbone, 2))
+        self.enhancement = enhancement_cls(
+            vocab_sizes,
+            embedding_dim,
+            self.num_scenarios,
+            **_checked(enhancement_cls, enhancement_params or {}, enhancement, 3),
+        )
+        self.backbone = backbone_cls(
+            self.enhancement.output_dim,
+            self.num_scenarios,
+            **_checked(backbone_cls, backbone_params or {}, backbone, 2),
+        )
 
     def scenario_index(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B] scenario index 0 .. S-1 of every row."""
@@ -105,12 +123,22 @@ class MultiScenarioModel(nn.Module):
         return {"logit": self.enhancement(emb, batch, self.scenario_index(batch), self.backbone)}
 
 
-def build_msr(variant: str, vocab_sizes: dict[str, int], embedding_dim: int = 16, scenario_field: str = "scenario",
-              backbone_params: dict | None = None, enhancement_params: dict | None = None) -> MultiScenarioModel:
+def build_msr(
+    variant: str,
+    vocab_sizes: dict[str, int],
+    embedding_dim: int = 16,
+    scenario_field: str = "scenario",
+    backbone_params: dict | None = None,
+    enhancement_params: dict | None = None,
+) -> MultiScenarioModel:
     """The model of ``variant`` (e.g. ``"star_ours"``) for an encoder's ``vocab_sizes``, remembering its build."""
     backbone, enhancement = parse_variant(variant)
-    hparams = {"embedding_dim": embedding_dim, "scenario_field": scenario_field,
-               "backbone_params": backbone_params or {}, "enhancement_params": enhancement_params or {}}
+    hparams = {
+        "embedding_dim": embedding_dim,
+        "scenario_field": scenario_field,
+        "backbone_params": backbone_params or {},
+        "enhancement_params": enhancement_params or {},
+    }
     model = MultiScenarioModel(vocab_sizes, backbone, enhancement, **hparams)
     model.build_config = build_record(variant_name(backbone, enhancement), vocab_sizes, hparams)
     return model

@@ -14,9 +14,15 @@ from models.msr.base import Backbone, Experts, mix, route, towers
 class OMoE(Backbone):
     """logit = tower_s(sum_e softmax(gate(x))_e * expert_e(x)) for a row of scenario s."""
 
-    def __init__(self, input_dim: int, num_scenarios: int, num_experts: int = 4,
-                 expert_units: tuple[int, ...] = (128, 64), tower_units: tuple[int, ...] = (32,),
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        num_scenarios: int,
+        num_experts: int = 4,
+        expert_units: tuple[int, ...] = (128, 64),
+        tower_units: tuple[int, ...] = (32,),
+        dropout: float = 0.0,
+    ):
         super().__init__(input_dim, num_scenarios)
         self.experts = Experts(input_dim, num_experts, list(expert_units), dropout)
         self.gate = nn.Linear(input_dim, num_experts)

@@ -19,9 +19,17 @@ from models.msr.base import Backbone, Experts, mix, route, towers
 class PLE(Backbone):
     """``num_levels`` CGC levels, then tower_s on the scenario path's output for a row of scenario s."""
 
-    def __init__(self, input_dim: int, num_scenarios: int, num_levels: int = 2, shared_experts: int = 2,
-                 specific_experts: int = 1, expert_units: tuple[int, ...] = (64,), tower_units: tuple[int, ...] = (32,),
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        num_scenarios: int,
+        num_levels: int = 2,
+        shared_experts: int = 2,
+        specific_experts: int = 1,
+        expert_units: tuple[int, ...] = (64,),
+        tower_units: tuple[int, ...] = (32,),
+        dropout: float = 0.0,
+    ):
         super().__init__(input_dim, num_scenarios)
         n = shared_experts + specific_experts
         self.levels = nn.ModuleList()

@@ -14,8 +14,14 @@ from models.msr.base import Backbone, route, towers
 class SharedBottom(Backbone):
     """logit = tower_s(bottom(x)) for a row of scenario s."""
 
-    def __init__(self, input_dim: int, num_scenarios: int, bottom_units: tuple[int, ...] = (128, 64),
-                 tower_units: tuple[int, ...] = (32,), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        num_scenarios: int,
+        bottom_units: tuple[int, ...] = (128, 64),
+        tower_units: tuple[int, ...] = (32,),
+        dropout: float = 0.0,
+    ):
         super().__init__(input_dim, num_scenarios)
         self.bottom = MLP(input_dim, list(bottom_units), dropout=dropout)
         self.towers = towers(self.bottom.output_dim, num_scenarios, list(tower_units), dropout)

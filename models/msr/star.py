@@ -52,8 +52,14 @@ class PartitionedNorm(nn.Module):
 class STAR(Backbone):
     """logit = FCN_{shared * s}(PN_s(x)) + aux([e_s, x]) for a row of scenario s."""
 
-    def __init__(self, input_dim: int, num_scenarios: int, hidden_units: tuple[int, ...] = (128, 64, 32),
-                 aux_units: tuple[int, ...] = (32,), aux_embedding_dim: int = 8):
+    def __init__(
+        self,
+        input_dim: int,
+        num_scenarios: int,
+        hidden_units: tuple[int, ...] = (128, 64, 32),
+        aux_units: tuple[int, ...] = (32,),
+        aux_embedding_dim: int = 8,
+    ):
         super().__init__(input_dim, num_scenarios)
         dims = [input_dim, *hidden_units, 1]
         self.norm = PartitionedNorm(input_dim, num_scenarios)
@@ -74,8 +80,9 @@ class STAR(Backbone):
         """The FCN logits of rows of scenario ``k``."""
         h = self.norm(k, x)
         last = len(self.shared_weights) - 1
-        for i, (w, b, ws, bs) in enumerate(zip(self.shared_weights, self.shared_biases, self.scenario_weights,
-                                               self.scenario_biases)):
+        for i, (w, b, ws, bs) in enumerate(
+            zip(self.shared_weights, self.shared_biases, self.scenario_weights, self.scenario_biases)
+        ):
             h = h @ (w * ws[k]) + (b + bs[k])
             if i < last:
                 h = torch.relu(h)
