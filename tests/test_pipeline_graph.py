@@ -75,3 +75,27 @@ def test_stage_outputs_live_under_artifacts_and_never_in_data():
     for stage in STAGES:
         for out in stage.outs:
             assert out.startswith(f"artifacts/{stage.name}/"), out
+
+
+def test_the_dagster_graph_shows_the_active_profiles_variants():
+    """`make ui PROFILE=full` sets $LLM4CTR_PROFILE: that profile's variants become assets."""
+    import os
+
+    code = (
+        "from orchestration.definitions import defs; "
+        "keys = [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()]; "
+        "print(sum(k.startswith('msr/') for k in keys))"
+    )
+    counts = {}
+    for profile in ("default", "full"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[1],
+            text=True,
+            capture_output=True,
+            env={**os.environ, "LLM4CTR_PROFILE": profile},
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        counts[profile] = int(out.stdout.split()[-1])
+    assert counts == {"default": 3, "full": 18}
