@@ -18,6 +18,9 @@ SCRIPT = textwrap.dedent("""
             pass
         logging.getLogger("models.trainer").info("epoch %d: valid AUC 0.7", epoch)
     logging.getLogger("transformers").info("library chatter stays at the library's level")
+    from tqdm.auto import tqdm
+    for _ in tqdm(range(500), desc="a library's own bar"):  # e.g. transformers' GGUF conversion
+        pass
     print(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"))
 """)
 
