@@ -5,7 +5,12 @@ Methods (params ``split.method``):
 - ``global_time``: rows sorted by (timestamp, user_id, item_id), cut at the ratios (the ClickPrompt
   preprocessing lineage for ML-1M). On ML-100K about 85% of valid/test rows then belong to users
   never seen in training, which starves user embeddings and user-level prompts;
-- ``user_time``: each user's own history in time order, first 80% / next 10% / last 10%.
+- ``user_time``: each user's own history in time order, first 80% / next 10% / last 10%;
+- ``cold_item`` / ``cold_user``: whole items (users) go to validation and test, so that train never
+  sees them: the protocols where an ID embedding knows nothing and only content (what an LLM knows
+  about a title, what a profile says) can help. Keys are taken in a seeded random order and a key
+  joins validation (test) only while its rows fit the split's target, so the shares land within
+  ``split.tolerance`` of the ratios.
 
 Each split file is sorted in the canonical (timestamp, user_id, item_id) order, so the same params
 give byte-identical files. The report records each split's size, share, positive rate and its
@@ -22,6 +27,7 @@ import pandas as pd
 
 from assets.ingest import TABLE as INGEST_TABLE
 from assets.tables import describe, preview_md, read_table, write_json, write_table
+from assets.validation import COLD_KEYS, SPLIT_METHODS
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
@@ -29,7 +35,7 @@ from llm4ctr.paths import artifact_dir, failure_path
 
 STAGE = "split"
 SPLITS = ("train", "valid", "test")
-METHODS = ("random", "global_time", "user_time")
+METHODS = SPLIT_METHODS
 ORDER = ["timestamp", "user_id", "item_id"]
 
 
@@ -46,6 +52,8 @@ def _check_ratios(ratios: Any) -> tuple[float, float, float]:
 def assign(table: pd.DataFrame, method: str, ratios: tuple[float, float, float], seed: int) -> np.ndarray:
     """Return an array of 0/1/2 (train/valid/test) for each row of ``table`` (in canonical order)."""
     n = len(table)
+    if method in COLD_KEYS:
+        return _assign_cold(table[COLD_KEYS[method]], ratios, seed)
     if method == "user_time":
         rank = table.groupby("user_id", sort=False).cumcount().to_numpy()
         size = table.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
@@ -60,6 +68,22 @@ def assign(table: pd.DataFrame, method: str, ratios: tuple[float, float, float],
     elif method != "global_time":
         raise ParamsError(f"split.method must be one of {', '.join(METHODS)}, got {method!r}")
     return np.where(position < n_train, 0, np.where(position < n_train + n_valid, 1, 2))
+
+
+def _assign_cold(keys: pd.Series, ratios: tuple[float, float, float], seed: int) -> np.ndarray:
+    """0/1/2 per row such that every key value lies in one split: a seeded order of the distinct values,
+    each joining test, then validation, while its rows keep that split at or under its target."""
+    counts = keys.value_counts(sort=False)
+    order = counts.index.to_numpy()[np.random.default_rng(seed).permutation(len(counts))]
+    targets = {2: ratios[2] * len(keys), 1: ratios[1] * len(keys)}
+    part_of: dict[Any, int] = {}
+    for part, target in targets.items():
+        filled = 0
+        for key in order:
+            if key not in part_of and filled + counts[key] <= target:
+                part_of[key] = part
+                filled += counts[key]
+    return keys.map(lambda k: part_of.get(k, 0)).to_numpy()
 
 
 def split_table(table: pd.DataFrame, method: str, ratios, seed: int) -> dict[str, pd.DataFrame]:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 SPLITS = ("train", "valid", "test")
-SPLIT_METHODS = ("random", "global_time", "user_time")
+SPLIT_METHODS = ("random", "global_time", "user_time", "cold_item", "cold_user")
+COLD_KEYS = {"cold_item": "item_id", "cold_user": "user_id"}  # cold methods: the key whose values train never sees
 KEY = ["user_id", "item_id", "timestamp"]  # one interaction; unique within and across splits
 NOT_NULL = ["user_id", "item_id", "label", "timestamp", "scenario"]
 EXAMPLES = 5  # offending values quoted per failed expectation
@@ -97,8 +98,9 @@ def validate_split(
     tolerance: float = 0.005,
 ) -> ValidationReport:
     """Validate a train/valid/test split: each part against :func:`raw_suite`, plus the cross-split
-    rules: shares within ``tolerance`` of ``ratios``, no interaction key in two splits, and for the
-    time-based ``method``s chronological order (globally, or per user)."""
+    rules: shares within ``tolerance`` of ``ratios``, no interaction key in two splits, for the
+    time-based ``method``s chronological order (globally, or per user), and for the cold ``method``s
+    no item (user) in two splits: validation and test items (users) never occur in train."""
     if method not in SPLIT_METHODS:
         raise ParamsError(f"split.method: unknown method '{method}', expected one of {list(SPLIT_METHODS)}")
     if len(ratios) != len(SPLITS):
@@ -112,9 +114,12 @@ def validate_split(
     if not all(_has_key_columns(splits[name]) for name in SPLITS):
         return _report(results)  # the per-split schema expectations have failed and say why
     results["split overlap"] = _run(_keys_frame(splits), _overlap_suite(), ["split"])
-    if method != "random":
+    if method in ("global_time", "user_time"):
         frame = _order_frame(splits, per_user=method == "user_time")
         results[f"split order ({method})"] = _run(frame, _order_suite(), ["scope", "split"])
+    if method in COLD_KEYS:
+        key = COLD_KEYS[method]
+        results[f"split cold {key}"] = _run(_cold_frame(splits, key), _cold_suite(key), [key, "split"])
     return _report(results)
 
 
@@ -172,6 +177,20 @@ def _overlap_suite() -> gx.ExpectationSuite:
 
     check = gxe.ExpectCompoundColumnsToBeUnique(column_list=KEY)
     return gx.ExpectationSuite(name="split-overlap", expectations=[check])
+
+
+def _cold_frame(splits: Mapping[str, pd.DataFrame], key: str) -> pd.DataFrame:
+    """The distinct values of ``key`` in each split, stacked with the split's name: a value listed
+    twice occurs in two splits."""
+    return pd.concat([splits[name][[key]].drop_duplicates().assign(split=name) for name in SPLITS], ignore_index=True)
+
+
+def _cold_suite(key: str) -> gx.ExpectationSuite:
+    """Each item (user) belongs to one split: the held-out ones are cold."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx.ExpectationSuite(name=f"split-cold-{key}", expectations=[gxe.ExpectColumnValuesToBeUnique(column=key)])
 
 
 def _order_frame(splits: Mapping[str, pd.DataFrame], per_user: bool) -> pd.DataFrame:

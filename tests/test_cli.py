@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from orchestration.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["fetch", "stage", "stages", "dvc-yaml", "summary", "profile", "timings", "publish"]
 
 
@@ -67,7 +69,7 @@ def test_missing_upstream_output_names_the_file(tmp_path):
     assert "artifacts/ingest/ml-100k/interactions.parquet: not found" in out.stderr
 
 
-@pytest.mark.parametrize("profile", ["paper", "full"])
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
 def test_profiles_override_only_existing_params(profile):
     from pathlib import Path
 

@@ -86,3 +86,42 @@ def test_same_params_give_byte_identical_files(tmp_path, interactions):
         digests.append(files)
     assert digests[0] == digests[1]
     assert np.unique(list(digests[0].values())).size == 3
+
+
+@pytest.mark.parametrize(("method", "key"), [("cold_item", "item_id"), ("cold_user", "user_id")])
+def test_cold_splits_hold_out_whole_items_or_users_at_the_ratios(method, key):
+    from assets.validation import validate_split
+    from tests.fixtures_tables import make_interactions
+
+    table = make_interactions(n_users=100, n_items=400, per_user=20, scenarios="age")
+    splits = split_table(table, method, RATIOS, seed=3)
+    for name, ratio in zip(SPLITS, RATIOS):
+        assert abs(len(splits[name]) / len(table) - ratio) <= 0.005
+    seen = set(splits["train"][key])
+    assert not seen & set(splits["valid"][key]) and not seen & set(splits["test"][key])
+    assert not set(splits["valid"][key]) & set(splits["test"][key])
+    shares = cold_shares(splits)
+    assert (
+        shares["valid"][f"cold_{key.split('_')[0]}_share"] == 1.0 == shares["test"][f"cold_{key.split('_')[0]}_share"]
+    )
+    assert validate_split(splits, "ml-100k", method).success
+    again = split_table(table, method, RATIOS, seed=3)
+    assert all(again[name].equals(splits[name]) for name in SPLITS)  # seeded and deterministic
+    other = split_table(table, method, RATIOS, seed=4)
+    assert set(other["test"][key]) != set(splits["test"][key])
+
+
+def test_a_held_out_item_seen_in_training_fails_the_cold_item_suite():
+    import pandas as pd
+
+    from assets.validation import validate_split
+    from tests.fixtures_tables import make_interactions
+
+    splits = split_table(
+        make_interactions(n_users=100, n_items=400, per_user=20, scenarios="age"), "cold_item", RATIOS, seed=3
+    )
+    leaked = splits["test"].iloc[[0]].copy()  # the same item, a new interaction key
+    leaked["user_id"] = pd.Series(["leaked-user"], index=leaked.index, dtype=splits["train"]["user_id"].dtype)
+    splits["train"] = pd.concat([splits["train"], leaked], ignore_index=True)
+    report = validate_split(splits, "ml-100k", "cold_item")
+    assert not report.success and "split cold item_id" in report.summary
