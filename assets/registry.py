@@ -10,7 +10,7 @@ on. Everything else is derived, so nothing can be forgotten:
   ``outs`` (or contains it: a dep on a folder holding several stages' outputs);
 - evaluate's inputs: the outputs of every stage marked ``scored``;
 - the resume key of a stage's work dirs (assets/runs.py): its declared params minus
-  :data:`RUNTIME_KEYS`, plus the content of its declared inputs.
+  :data:`llm4ctr.settings.RUNTIME_KEYS`, plus the content of its declared inputs.
 
 ``dvc.yaml`` is generated from this list (``llm4ctr dvc-yaml``) and the Dagster asset graph is built
 from it, so the two runners cannot drift; a test regenerates dvc.yaml and fails when the committed
@@ -35,11 +35,6 @@ from llm4ctr.errors import ParamsError
 DATASET = "{dataset}"
 VARIANT = "{variant}"
 PARAM_REF = re.compile(r"\$\{([a-z_.]+)\}")  # ${serve.stage}: a params value inside a path
-# Settings that choose which runs happen or how they look, never what one run learns: left out of a
-# stage's resume key, so adding a seed, turning bars off or changing threads resumes finished work.
-RUNTIME_KEYS = frozenset(
-    {"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every", "log_every", "stop_at"}
-)
 
 
 @dataclass(frozen=True)

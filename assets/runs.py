@@ -17,6 +17,7 @@ import pandas as pd
 
 from assets.tables import write_json, write_table
 from llm4ctr.params import Params
+from llm4ctr.settings import RUNTIME_KEYS
 
 PREDICTIONS = "predictions.parquet"
 SUMMARY = "summary.json"
@@ -37,9 +38,9 @@ def train_config(params: Params, seed: int, section: str = "train", **overrides)
 
 def resume_key(params: Params, root: Path, stage_name: str, variant: str | None = None) -> str:
     """The one key of a stage's resumable work dirs: its declared params minus the runtime keys
-    (assets.registry.RUNTIME_KEYS and every fan-out list: which runs happen, not what one run learns)
+    (llm4ctr.settings.RUNTIME_KEYS and every fan-out list: which runs happen, not what one run learns)
     plus the content of its declared inputs, so a changed upstream output never resumes stale work."""
-    from assets.registry import RUNTIME_KEYS, STAGES, get_stage
+    from assets.registry import STAGES, get_stage
 
     stage = get_stage(stage_name)
     fan_out = {s.fan_out for s in STAGES if s.fan_out}

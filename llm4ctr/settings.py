@@ -11,6 +11,13 @@ from dataclasses import fields
 
 from llm4ctr.errors import ParamsError
 
+# Settings that choose which runs happen or how they look, never what one run learns: left out of a
+# stage's resume key (assets.runs) and of a loop's own resumed state (PA-MLM), so adding a seed, turning
+# bars off or changing threads resumes finished work.
+RUNTIME_KEYS = frozenset(
+    {"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every", "log_every", "stop_at"}
+)
+
 
 class Settings:
     """Mixin for a ``@dataclass`` of settings; ``SECTION`` is its params.yaml path, used in errors."""

@@ -52,11 +52,10 @@ def fetch(
     """Obtain the raw files of a dataset into data/<dataset>/ and report which source was used."""
     from assets.fetch import fetch as do_fetch
     from llm4ctr.paths import raw_dir
+    from orchestration.timings import FETCH, record
 
     params = _params(params_file, set_, dataset)
     name = params.get_path("data.name")
-    from orchestration.timings import FETCH, record
-
     start = time.perf_counter()
     report = do_fetch(
         name,
@@ -162,6 +161,8 @@ def timings(
     for pair in record_ or []:
         label, _, seconds = pair.partition("=")
         try:
+            if not label:
+                raise ValueError(pair)
             t.record(Path.cwd(), name, label, float(seconds))
         except ValueError:
             raise Llm4ctrError(f"--record {pair!r}: expected LABEL=SECONDS, e.g. --record venv=190") from None

@@ -17,6 +17,7 @@ stage must be re-measured), and the total fits.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -189,6 +190,4 @@ def publish(root: Path, params: Params) -> Path:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0

@@ -25,14 +25,13 @@ import torch
 from llm4ctr.atomic import atomic_file
 from llm4ctr.errors import ParamsError
 from llm4ctr.progress import bar as progress_bar
-from llm4ctr.settings import Settings
+from llm4ctr.settings import RUNTIME_KEYS, Settings
 from models.clickprompt.pamlm import PAMLM
 from models.trainer import _derive_seed, _epoch_rows, _resolve_device, _to_tensors
 
 log = logging.getLogger(__name__)
 
 STATE = "state.pt"
-RUNTIME = ("device", "num_threads", "progress", "checkpoint_every", "log_every", "stop_at")  # may change on resume
 
 
 @dataclass
@@ -106,7 +105,7 @@ def pretrain(
     )
     work_dir = Path(work_dir)
     identity = {
-        "settings": {k: v for k, v in asdict(config).items() if k not in RUNTIME},
+        "settings": {k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS},
         "rows": rows,
         "network": _network_identity(objective),
     }
