@@ -85,7 +85,8 @@ def cells() -> dict[str, Cell]:
 
 def _run(command: list[str], cwd: Path, log) -> None:
     """Run ``command`` in the cell's clone with the clone's code first on the import path."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    bin_dir = str(Path(sys.executable).parent)  # the stages' `llm4ctr` commands: this venv's
+    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     print("$ " + shlex.join(command), file=log, flush=True)
     done = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -95,7 +96,6 @@ def _run(command: list[str], cwd: Path, log) -> None:
 def run_cell(cell: Cell, update: bool) -> dict:
     """Run (or resume) one cell; return its record."""
     folder = WORK / cell.name
-    bin_dir = Path(sys.executable).parent
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with (WORK / f"{cell.name}.log").open("a") as log:
@@ -104,11 +104,11 @@ def run_cell(cell: Cell, update: bool) -> dict:
         elif update:
             _run(["git", "pull", "-q", "--ff-only", str(ROOT), "HEAD"], folder, log)
         sets = [a for o in cell.overrides for a in ("-S", o)]
-        _run([str(bin_dir / "llm4ctr"), "fetch", *sets], folder, log)
-        _run([str(bin_dir / "dvc"), "add", "-q", "data"], folder, log)
-        _run([str(bin_dir / "dvc"), "exp", "run", *sets, *cell.targets], folder, log)
+        _run(["llm4ctr", "fetch", *sets], folder, log)
+        _run(["dvc", "add", "-q", "data"], folder, log)
+        _run(["dvc", "exp", "run", *sets, *cell.targets], folder, log)
         if cell.targets:  # only some methods ran: score those (the full pipeline ran evaluate itself)
-            _run([str(bin_dir / "llm4ctr"), "stage", "evaluate"], folder, log)
+            _run(["llm4ctr", "stage", "evaluate"], folder, log)
     results = json.loads((folder / "artifacts" / "evaluate" / DATASET / "results.json").read_text())
     timings = folder / "artifacts" / "timings" / f"{DATASET}.jsonl"
     record = {
