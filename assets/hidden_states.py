@@ -33,7 +33,7 @@ from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir, cache_dir, portable
 from models.hidden_states import DTYPES, POOLINGS, Encoder, cache_states, read_states
 
-ROLES = ("llm", "plm")  # hidden_states.<kind>.model names the role whose <role>.name is the model
+ROLES = ("llm", "plm")  # hidden_states.<kind>.model: a role (its <role>.name is the model) or a model name
 TOKEN_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -50,10 +50,10 @@ def _positive_int(params: Params, key: str) -> int:
 
 def encoder_for(params: Params, kind: str) -> Encoder:
     """The frozen model, pooling, length limit, device and dtype configured for ``kind``'s cache."""
-    role = params.get_path(f"hidden_states.{kind}.model")
-    if role not in ROLES:
+    source = params.get_path(f"hidden_states.{kind}.model")
+    if not isinstance(source, str) or not source:
         raise ParamsError(
-            f"{params.source}: hidden_states.{kind}.model must be one of {', '.join(ROLES)}, got {role!r}"
+            f"{params.source}: hidden_states.{kind}.model must be {' or '.join(ROLES)} or a model name, got {source!r}"
         )
     pooling = params.get_path(f"hidden_states.{kind}.pooling")
     if pooling not in POOLINGS:
@@ -66,7 +66,7 @@ def encoder_for(params: Params, kind: str) -> Encoder:
             f"{params.source}: hidden_states.dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}"
         )
     max_length = _positive_int(params, "hidden_states.max_length")
-    model = resolve(str(params.get_path(f"{role}.name")))
+    model = resolve(str(params.get_path(f"{source}.name")) if source in ROLES else source)
     return Encoder(model, fingerprint(model), pooling, max_length, str(params.get_path("hidden_states.device")), dtype)
 
 

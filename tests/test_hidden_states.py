@@ -250,11 +250,24 @@ def test_stages_export_states_aligned_with_prompts(llama, bert, tmp_path):
     assert stage.run_scenario(params, tmp_path)["count"] == 3
 
 
+def test_a_model_name_as_the_knowledge_source_gives_the_states_of_that_model(llama, tmp_path):
+    """hidden_states.<kind>.model names a model directly (the knowledge-source sweep) or a role: the
+    same weights give the same states either way."""
+    write_prompts(tmp_path)
+    params = stage_params(llama)
+    out = tmp_path / "artifacts" / "hidden_states_item" / "ml-100k" / "states.safetensors"
+    stage.run_item(params, tmp_path)
+    by_role = load_file(out)["states"]
+    params["hidden_states"]["item"]["model"] = llama
+    assert stage.run_item(params, tmp_path)["cache_hits"] == len(by_role)
+    assert torch.equal(load_file(out)["states"], by_role)
+
+
 @pytest.mark.parametrize(
     "key,value,message",
     [
         ("pooling", "max", "hidden_states.user.pooling must be one of"),
-        ("model", "gpt", "hidden_states.user.model must be one of"),
+        ("model", 7, "hidden_states.user.model must be llm or plm or a model name, got 7"),
     ],
 )
 def test_bad_cache_params_are_named(llama, tmp_path, key, value, message):

