@@ -64,9 +64,7 @@ def cells() -> dict[str, Cell]:
     """Every cell, protocols first (the sweep's default-source cells reuse nothing: same seed, fewer stages)."""
     shared = _override("hidden_states.store", str(WORK / "hidden_states"))
     found = {
-        name: Cell(
-            name, (*(_override(k, v) for k, v in read_profile(ROOT / "profiles", profile).items()), shared)
-        )
+        name: Cell(name, (*(_override(k, v) for k, v in read_profile(ROOT / "profiles", profile).items()), shared))
         for name, profile in PROTOCOLS.items()
     }
     for split in SWEEP_SPLITS:
