@@ -22,7 +22,7 @@ import pandas as pd
 
 from assets.registry import SCORED
 from assets.runs import PREDICTIONS
-from assets.split import load_splits
+from assets.split import load_splits, split_method
 from assets.tables import write_json
 from llm4ctr.atomic import atomic_dir, replace_block, write_text
 from llm4ctr.errors import DataError
@@ -33,6 +33,9 @@ STAGE = "evaluate"
 METRICS = "artifacts/evaluate/metrics.json"
 RESULTS_DOC = "docs/RESULTS.md"
 README = "README.md"
+# test rows by their item's interactions in the training split (0: an item train never saw)
+ITEM_COUNT_BUCKETS = ((0, 0, "cold (0)"), (1, 5, "1-5"), (6, 20, "6-20"), (21, 50, "21-50"), (51, None, ">50"))
+ITEM_COUNT_PLOT = "auc_by_item_count.png"
 SEGMENT_TITLES = {  # keys of models.metrics.SEGMENTS, in the paper's Table 6 order
     "lt_user&lt_item": "LT user & LT item",
     "head_user&lt_item": "head user & LT item",
@@ -67,6 +70,7 @@ class TestSet:
     scenario: np.ndarray
     lt_user: np.ndarray
     lt_item: np.ndarray
+    item_count: np.ndarray  # training interactions of each test row's item
 
     @classmethod
     def load(cls, params: Params, root: Path) -> TestSet:
@@ -83,6 +87,7 @@ class TestSet:
             test["scenario"].astype(str).to_numpy(),
             longtail_mask(train["user_id"].value_counts(), test["user_id"], share),
             longtail_mask(train["item_id"].value_counts(), test["item_id"], share),
+            test["item_id"].map(train["item_id"].value_counts()).fillna(0).to_numpy(dtype=np.int64),
         )
 
     def seed_probs(self, path: Path) -> dict[int, np.ndarray]:
@@ -101,7 +106,14 @@ class TestSet:
 
     def score(self, probs: np.ndarray) -> dict[str, Any]:
         """All figures of one seed's test probabilities (:func:`score_seed`)."""
-        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item)
+        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item, self.item_buckets())
+
+    def item_buckets(self) -> dict[str, np.ndarray]:
+        """ITEM_COUNT_BUCKETS label -> the test rows whose item had that many training interactions."""
+        return {
+            label: (self.item_count >= lo) & (hi is None or self.item_count <= hi)
+            for lo, hi, label in ITEM_COUNT_BUCKETS
+        }
 
     def segment_rows(self) -> dict[str, Any]:
         """The long-tail share and the test rows of each 2x2 segment (the tables' column headers)."""
@@ -110,11 +122,14 @@ class TestSet:
         return {
             "longtail_share": self.share,
             "test_rows": {k: int(((self.lt_user == u) & (self.lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()},
+            "item_count_rows": {k: int(m.sum()) for k, m in self.item_buckets().items()},
         }
 
 
-def score_seed(y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item) -> dict[str, Any]:
-    """All figures of one seed's test predictions."""
+def score_seed(
+    y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item, item_buckets: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """All figures of one seed's test predictions (``item_buckets``: :meth:`TestSet.item_buckets`)."""
     from models.metrics import auc, logloss, segment_aucs
 
     return {
@@ -122,6 +137,7 @@ def score_seed(y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_i
         "logloss": logloss(y, p),
         "per_scenario": {str(s): auc(y[scenario == s], p[scenario == s]) for s in np.unique(scenario)},
         "per_segment": {k: v["auc"] for k, v in segment_aucs(y, p, lt_user, lt_item).items()},
+        "per_item_count": {k: auc(y[m], p[m]) for k, m in item_buckets.items()},
     }
 
 
@@ -137,10 +153,12 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "auc": _mean(aucs),
         "auc_std": round(float(np.std(aucs)), 6),
+        "auc_seeds": [round(float(a), 6) for a in aucs],
         "logloss": _mean([s["logloss"] for s in per_seed]),
         "seeds": len(per_seed),
         "per_scenario": {k: _mean([s["per_scenario"][k] for s in per_seed]) for k in per_seed[0]["per_scenario"]},
         "per_segment": {k: _mean([s["per_segment"][k] for s in per_seed]) for k in per_seed[0]["per_segment"]},
+        "per_item_count": {k: _mean([s["per_item_count"][k] for s in per_seed]) for k in per_seed[0]["per_item_count"]},
     }
 
 
@@ -160,11 +178,36 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFra
     return frame.groupby("bin", as_index=False).agg(predicted=("predicted", "mean"), observed=("observed", "mean"))
 
 
+def plot_item_counts(results: dict[str, Any], rows: dict[str, int], path: Path, title: str) -> None:
+    """Test AUC by the item's training interactions, one line per model (mean over seeds): where the
+    ID embedding knows nothing (0) to where it knows much (>50). Buckets without both labels are skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    figure, axis = plt.subplots(figsize=(9, 5.5), dpi=100)
+    for name, entry in sorted(results.items(), key=lambda kv: -(kv[1]["auc"] if not np.isnan(kv[1]["auc"]) else 0)):
+        values = [entry["per_item_count"].get(label, float("nan")) for label in labels]
+        axis.plot(range(len(labels)), values, marker="o", linewidth=1.2, label=f"{name} ({entry['auc']:.4f})")
+    axis.set_xticks(range(len(labels)), [f"{label}\nn={rows[label]}" for label in labels])
+    axis.set_xlabel("item's interactions in the training split (test rows per bucket)")
+    axis.set_ylabel("test AUC (mean over seeds)")
+    axis.set_title(f"AUC by item training count: {title}")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="model (overall AUC)")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
 def run(params: Params, root: Path) -> dict[str, Any]:
     """Score every variant's test predictions; write metrics, tables and plot data."""
     from models.metrics import relaimpr
 
     dataset = params.get_path("data.name")
+    method = split_method(root, dataset)
     base = params.get_path("evaluate.base_model")
     test_set = TestSet.load(params, root)
 
@@ -185,9 +228,9 @@ def run(params: Params, root: Path) -> dict[str, Any]:
 
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
         write_text(tmp / "results.md", table)
-        write_json(
-            {"dataset": dataset, "base_model": base, "segments": segments, "models": results}, tmp / "results.json"
-        )
+        summary = {"dataset": dataset, "split_method": method, "base_model": base, "segments": segments}
+        write_json({**summary, "models": results}, tmp / "results.json")
+        plot_item_counts(results, segments["item_count_rows"], tmp / ITEM_COUNT_PLOT, f"{dataset}, {method} split")
         for kind, frames in (("roc", roc), ("calibration", calib)):
             (tmp / kind).mkdir()
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
@@ -198,6 +241,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         "models": len(results),
         **{f"auc_{k}": v["auc"] for k, v in results.items()},
         "results_md": table,
+        "auc_by_item_count_png": str((artifact_dir(root, STAGE, dataset) / ITEM_COUNT_PLOT).relative_to(root)),
     }
 
 
@@ -240,6 +284,16 @@ def results_markdown(dataset: str, results: dict[str, Any], base: str, segments:
     ]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_segment"].get(k)) for k in SEGMENT_TITLES) + " |")
+    counts = segments["item_count_rows"]
+    lines += [
+        "",
+        "Test AUC by the item's interactions in the training split (0: items train never saw):",
+        "",
+        "| model | " + " | ".join(f"{k} (n={n})" for k, n in counts.items()) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_fmt(results[n]["per_item_count"].get(k)) for k in counts) + " |")
     lines += [
         "",
         "Per-scenario test AUC:",

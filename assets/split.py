@@ -19,6 +19,7 @@ cold-user / cold-item share (rows whose user/item never occurs in train).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,11 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         write_json(summary, tmp / "summary.json")
     flat = {f"{name}_{k}": v for name, s in summary["splits"].items() for k, v in s.items() if k != "per_scenario"}
     return {"dataset": dataset, "method": method, **flat, "preview_md": preview_md(splits["train"])}
+
+
+def split_method(root: Path, dataset: str) -> str:
+    """The method the split files of ``dataset`` were made with (their summary.json)."""
+    return json.loads((artifact_dir(root, STAGE, dataset) / "summary.json").read_text(encoding="utf-8"))["method"]
 
 
 def load_splits(root: Path, dataset: str, columns: list[str] | None = None) -> dict[str, pd.DataFrame]:

@@ -36,7 +36,6 @@ from llm4ctr.params import load_params  # noqa: E402
 from llm4ctr.paths import artifact_dir  # noqa: E402
 
 RESULTS = ROOT / "docs" / "RESULTS_LEARN.md"
-FREQ_BINS = [(0, 0, "cold (0)"), (1, 5, "1-5"), (6, 20, "6-20"), (21, 50, "21-50"), (51, 10**9, ">50")]
 RETRIEVAL_KEYS = ["recall@10", "ndcg@10", "lt_item_recall@10", "lt_item_ndcg@10", "cold_item_recall@10"]
 
 
@@ -104,11 +103,10 @@ def ranking_table(params, root: Path, dataset: str, variants: list[str]) -> tupl
     from models.metrics import SEGMENTS, auc, segment_aucs
 
     test_set = TestSet.load(params, root)
-    train, test, y, lt_user, lt_item = test_set.train, test_set.test, test_set.y, test_set.lt_user, test_set.lt_item
-    counts = test["item_id"].map(train["item_id"].value_counts()).fillna(0).to_numpy()
+    y, lt_user, lt_item = test_set.y, test_set.lt_user, test_set.lt_item
     columns = {"overall": np.ones(len(y), dtype=bool)}
     columns.update({k: (lt_user == u) & (lt_item == i) for k, (u, i) in SEGMENTS.items()})
-    columns.update({f"item {label}": (counts >= lo) & (counts <= hi) for lo, hi, label in FREQ_BINS})
+    columns.update({f"item {label}": rows for label, rows in test_set.item_buckets().items()})
 
     backbones = sorted({v.partition("_")[0] for v in variants})
     models = {b: artifact_dir(root, "train", dataset) / b / PREDICTIONS for b in backbones}

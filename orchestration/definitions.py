@@ -7,6 +7,7 @@ PROFILE=full` sets, so a profile's variants appear as assets) and ``data.name = 
 shows the stage's figures as metadata. A failing check blocks everything downstream.
 """
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,15 @@ class Project(dg.ConfigurableResource):
         return self.params().get_path("data.name")
 
 
-def to_metadata(values: dict[str, Any]) -> dict[str, Any]:
-    """Stage metadata -> Dagster metadata: ``*_md`` keys render as markdown, containers as JSON."""
+def to_metadata(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Stage metadata -> Dagster metadata: ``*_md`` keys render as markdown, ``*_png`` keys (a PNG file
+    relative to ``root``) as that image inline, containers as JSON."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key.endswith("_md"):
+        if key.endswith("_png"):
+            data = base64.b64encode((Path(root) / value).read_bytes()).decode()
+            out[key[:-4]] = dg.MetadataValue.md(f"![{key[:-4]}](data:image/png;base64,{data})\n\n`{value}`")
+        elif key.endswith("_md"):
             out[key[:-3]] = dg.MetadataValue.md(value)
         elif isinstance(value, (dict, list)):
             out[key] = dg.MetadataValue.json(value)
@@ -80,7 +85,7 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
     def _asset(context: dg.AssetExecutionContext, project: Project) -> dg.MaterializeResult:
         params = project.params(context.partition_key)
         metadata = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
-        return dg.MaterializeResult(metadata=to_metadata(metadata))
+        return dg.MaterializeResult(metadata=to_metadata(metadata, Path(project.root)))
 
     return _asset
 

@@ -36,6 +36,7 @@ def root(tmp_path: Path) -> Path:
     folder.mkdir(parents=True)
     for name, df in splits.items():
         write_table(df, folder / f"{name}.parquet")
+    (folder / "summary.json").write_text('{"method": "random"}')
     return tmp_path
 
 
@@ -87,6 +88,26 @@ def test_evaluate_matches_independent_computation(root):
         (entry["dnn"]["auc"] - entry["fm"]["auc"]) / entry["fm"]["auc"], abs=1e-5
     )
     assert entry["fm"]["relaimpr"] == 0.0
+    assert entry["dnn"]["auc_seeds"] == pytest.approx(per_seed, abs=1e-6)
+
+    # AUC by the item's training interactions, recomputed from the split files
+    train_split = pd.read_parquet(root / "artifacts" / "split" / "ml-100k" / "train.parquet")
+    counts = test["item_id"].map(train_split["item_id"].value_counts()).fillna(0).to_numpy()
+    rows = (counts >= 21) & (counts <= 50)
+    by_count = [
+        roc_auc_score(test["label"][rows], g.sort_values("row")["prob"].to_numpy()[rows])
+        for _, g in preds[preds.split == "test"].groupby("seed")
+    ]
+    assert entry["dnn"]["per_item_count"]["21-50"] == pytest.approx(np.mean(by_count), abs=1e-6)
+    results = json.loads((root / "artifacts" / "evaluate" / "ml-100k" / "results.json").read_text())
+    assert results["split_method"] == "random" and results["segments"]["item_count_rows"]["21-50"] == rows.sum()
+    png = root / meta["auc_by_item_count_png"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "by the item's interactions in the training split" in meta["results_md"]
+    from orchestration.definitions import to_metadata  # what the Dagster asset shows: the plot inline
+
+    shown = to_metadata(meta, root)["auc_by_item_count"]
+    assert shown.value.startswith("![auc_by_item_count](data:image/png;base64,iVBORw0KGgo")
     assert set(entry["dnn"]["per_segment"]) == {
         "lt_user&lt_item",
         "head_user&lt_item",
