@@ -105,7 +105,7 @@ def run_cell(cell: Cell, update: bool) -> dict:
         _run(["llm4ctr", "fetch", *sets], folder, log)
         _run(["dvc", "add", "-q", "data"], folder, log)
         _run(["dvc", "exp", "run", *sets, *cell.targets], folder, log)
-        if cell.targets:  # only some methods ran: score those (the full pipeline ran evaluate itself)
+        if "evaluate" not in cell.targets:  # only some methods ran: score those
             _run(["llm4ctr", "stage", "evaluate"], folder, log)
     results = json.loads((folder / "artifacts" / "evaluate" / DATASET / "results.json").read_text())
     timings = folder / "artifacts" / "timings" / f"{DATASET}.jsonl"
