@@ -2,7 +2,7 @@
 knowledge sources on the random and the cold-item split.
 
     python bench/bench_cold_start.py run [--cells random cold_item ...] [--update]   # resumable, hours
-    python bench/bench_cold_start.py probe [--sources ...]                          # the knowledge probe
+    python bench/bench_cold_start.py rescore [--cells ...]                          # score again, this evaluate
     python bench/bench_cold_start.py report                                         # tables + plot -> docs
 
 ``run`` executes each *cell* (a protocol, or a protocol x knowledge source) as a real pipeline run in its
@@ -81,10 +81,10 @@ def cells() -> dict[str, Cell]:
     return found
 
 
-def _run(command: list[str], cwd: Path, log) -> None:
-    """Run ``command`` in the cell's clone with the clone's code first on the import path."""
+def _run(command: list[str], cwd: Path, log, code: Path | None = None) -> None:
+    """Run ``command`` in the cell's clone with ``code`` (default: the clone's code) first on the import path."""
     bin_dir = str(Path(sys.executable).parent)  # the stages' `llm4ctr` commands: this venv's
-    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(code or cwd), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     print("$ " + shlex.join(command), file=log, flush=True)
     done = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -92,10 +92,9 @@ def _run(command: list[str], cwd: Path, log) -> None:
 
 
 def run_cell(cell: Cell, update: bool) -> dict:
-    """Run (or resume) one cell; return its record."""
+    """Run (or resume) one cell, then score it; return its record."""
     folder = WORK / cell.name
     WORK.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     with (WORK / f"{cell.name}.log").open("a") as log:
         if not (folder / ".git").is_dir():
             _run(["git", "clone", "-q", str(ROOT), str(folder)], WORK, log)
@@ -105,24 +104,34 @@ def run_cell(cell: Cell, update: bool) -> dict:
         _run(["llm4ctr", "fetch", *sets], folder, log)
         _run(["dvc", "add", "-q", "data"], folder, log)
         _run(["dvc", "exp", "run", *sets, *cell.targets], folder, log)
-        if "evaluate" not in cell.targets:  # only some methods ran: score those
-            _run(["llm4ctr", "stage", "evaluate"], folder, log)
+    return score_cell(cell)
+
+
+def score_cell(cell: Cell) -> dict:
+    """Score the predictions a cell's run wrote with this checkout's evaluate stage (the same figures for
+    every cell, whichever commit trained it) and record them with the cell's stage times."""
+    folder = WORK / cell.name
+    with (WORK / f"{cell.name}.log").open("a") as log:
+        _run(["llm4ctr", "stage", "evaluate"], folder, log, code=ROOT)
     results = json.loads((folder / "artifacts" / "evaluate" / DATASET / "results.json").read_text())
     timings = folder / "artifacts" / "timings" / f"{DATASET}.jsonl"
     record = {
         "cell": cell.name,
         "overrides": list(cell.overrides),
         "targets": list(cell.targets),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True
-        ).stdout.strip(),
-        "wall_seconds_this_call": round(time.time() - started, 1),
+        "trained_at": _commit(folder),
+        "scored_at": _commit(ROOT),
         "stage_seconds": _stage_seconds(timings),
         "results": results,
     }
     RECORDS.mkdir(parents=True, exist_ok=True)
     write_text(RECORDS / f"{cell.name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
+
+
+def _commit(folder: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def _stage_seconds(path: Path) -> dict[str, float]:
@@ -137,17 +146,18 @@ def _stage_seconds(path: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("run", "probe", "report"))
+    parser.add_argument("what", choices=("run", "rescore", "report"))
     parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
     parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
     args = parser.parse_args()
-    if args.what == "run":
-        known = cells()
+    known = cells()
+    if args.what in ("run", "rescore"):
         for name in args.cells or list(known):
             if name not in known:
                 raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
-            record = run_cell(known[name], args.update)
-            print(f"{name}: done in {record['wall_seconds_this_call']} s", flush=True)
+            started = time.time()
+            run_cell(known[name], args.update) if args.what == "run" else score_cell(known[name])
+            print(f"{name}: {args.what} done in {time.time() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
