@@ -7,6 +7,9 @@ A plain module (not a conftest): import it as ``from tests.fixtures_tables impor
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -95,3 +98,16 @@ def split(frame: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFram
     order = np.random.default_rng(seed).permutation(len(frame))
     a, b = int(0.8 * len(frame)), int(0.9 * len(frame))
     return tuple(frame.iloc[order[s]].reset_index(drop=True) for s in (slice(0, a), slice(a, b), slice(b, None)))
+
+
+def write_split_files(root: Path, splits: dict[str, pd.DataFrame], method: str = "random") -> Path:
+    """The split stage's output layout for ``splits`` under project ``root``: one parquet file per split
+    and the summary.json naming the split method (what later stages read). Returns the folder."""
+    from assets.tables import write_table
+
+    folder = Path(root) / "artifacts" / "split" / "ml-100k"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in splits.items():
+        write_table(frame, folder / f"{name}.parquet")
+    (folder / "summary.json").write_text(json.dumps({"dataset": "ml-100k", "method": method}))
+    return folder

@@ -14,11 +14,10 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from assets import clickprompt, evaluate, features, text
 from assets.split import split_table
-from assets.tables import write_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from tests.fixtures_params import PROMPTS_CONFIG, project_params
-from tests.fixtures_tables import make_interactions
+from tests.fixtures_tables import make_interactions, write_split_files
 
 WORDS = (
     "user id is gender male female age occupation zipcode movie title genre action comedy drama horror romance "
@@ -54,10 +53,7 @@ def make_project(tmp: Path) -> Path:
     tokenizer."""
     table = make_interactions(n_users=40, n_items=30, per_user=15, scenarios="age")
     splits = split_table(table, "random", (0.8, 0.1, 0.1), seed=0)
-    folder = tmp / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True)
-    for name, df in splits.items():
-        write_table(df, folder / f"{name}.parquet")
+    write_split_files(tmp, splits)
     features.run(_params(tmp), tmp)
     text.run(_params(tmp), tmp)
     vocab = [

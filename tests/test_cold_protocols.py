@@ -19,11 +19,10 @@ from safetensors.torch import load_file
 from assets import clickprompt, features, prompts, text
 from assets.learn import Catalogue, training_sequences
 from assets.split import split_table
-from assets.tables import write_table
 from models.features import OOV
 from models.learn.sequences import histories_before
 from tests.fixtures_params import PROMPTS_CONFIG, project_params
-from tests.fixtures_tables import make_interactions
+from tests.fixtures_tables import make_interactions, write_split_files
 from tests.test_clickprompt_stages import _params as clickprompt_params
 from tests.test_clickprompt_stages import make_project as clickprompt_project
 
@@ -50,13 +49,6 @@ def poisoned(splits: dict[str, pd.DataFrame], method: str) -> dict[str, pd.DataF
     return out
 
 
-def write_splits(root: Path, splits: dict[str, pd.DataFrame]) -> None:
-    folder = root / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in splits.items():
-        write_table(frame, folder / f"{name}.parquet")
-
-
 @pytest.mark.parametrize("method", ["cold_item", "cold_user"])
 def test_zoo_features_fit_on_train_only_and_held_out_keys_take_the_oov_embedding(tmp_path, method):
     """Zoo models, ClickPrompt's and LEARN's CTR side and the LLM4MSR backbones all read these arrays."""
@@ -64,7 +56,7 @@ def test_zoo_features_fit_on_train_only_and_held_out_keys_take_the_oov_embedding
     splits = splits_of(method)
     encoders = []
     for name, frames in (("clean", splits), ("poisoned", poisoned(splits, method))):
-        write_splits(tmp_path / name, frames)
+        write_split_files(tmp_path / name, frames, method)
         features.run(params, tmp_path / name)
         encoders.append((tmp_path / name / "artifacts" / "features" / "ml-100k" / "encoder.json").read_text())
         _, arrays = features.load_encoded(tmp_path / name, "ml-100k")
@@ -119,7 +111,7 @@ def test_clickprompt_pretraining_reads_the_training_rows_only(tmp_path):
         root = clickprompt_project(tmp_path / name)
         params = clickprompt_params(root)
         splits = splits_of("cold_item")
-        write_splits(root, splits if name == "clean" else poisoned(splits, "cold_item"))
+        write_split_files(root, splits if name == "clean" else poisoned(splits, "cold_item"), "cold_item")
         features.run(params, root)
         text.run(params, root)
         clickprompt.pretrain(params, root, "layerwise")

@@ -23,7 +23,7 @@ from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.paths import artifact_dir
 from models.learn.sequences import sample_windows
 from tests.fixtures_params import project_params
-from tests.fixtures_tables import make_interactions
+from tests.fixtures_tables import make_interactions, write_split_files
 
 CONTENT_DIM = 12
 TINY = {
@@ -67,10 +67,7 @@ def project(tmp_path: Path) -> Path:
     cold = splits["train"]["item_id"] == "3"  # item 3 becomes cold: only in the test split
     splits["test"] = pd.concat([splits["test"], splits["train"][cold]], ignore_index=True)
     splits["train"] = splits["train"][~cold].reset_index(drop=True)
-    folder = artifact_dir(tmp_path, "split", "ml-100k")
-    folder.mkdir(parents=True)
-    for name, frame in splits.items():
-        write_table(frame, folder / f"{name}.parquet")
+    write_split_files(tmp_path, splits)
     features.run(_params(), tmp_path)
     items = sorted(set(table["item_id"].astype(str))) + ["999"]  # 999: in the catalogue export only
     states = torch.nn.functional.normalize(

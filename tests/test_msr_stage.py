@@ -14,14 +14,13 @@ import yaml
 
 from assets import features, hidden_states, llm4msr, prompts
 from assets.split import split_table
-from assets.tables import write_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from models.features import FIRST_ID
 from models.msr import all_variants, load_msr
 from tests.fixtures_models import save_tiny
 from tests.fixtures_params import PROMPTS_CONFIG, project_params
-from tests.fixtures_tables import make_interactions
+from tests.fixtures_tables import make_interactions, write_split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_USER = "1"  # every one of its training ratings is made negative: no liked items, no state
@@ -61,10 +60,7 @@ def root(tmp_path_factory) -> Path:
     frame = make_interactions(n_users=60, n_items=40, per_user=20, scenarios="age")
     splits = split_table(frame, "random", (0.8, 0.1, 0.1), seed=0)
     splits["train"].loc[splits["train"]["user_id"] == COLD_USER, "label"] = 0
-    folder = root / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True)
-    for name, df in splits.items():
-        write_table(df, folder / f"{name}.parquet")
+    write_split_files(root, splits)
     params = make_params(save_tiny(root / "llama", "llama"))
     features.run(params, root)
     prompts.run(params, root)

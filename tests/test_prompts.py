@@ -12,10 +12,11 @@ import yaml
 
 from assets import prompts
 from assets.schema import columns_for
-from assets.tables import read_table, write_table
+from assets.tables import read_table
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
 from tests.fixtures_params import project_params
+from tests.fixtures_tables import write_split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prompts.yaml"
@@ -140,10 +141,7 @@ def test_item_text_exact_and_missing_fields_left_out(splits):
 
 
 def test_stage_writes_tables_and_template_ids(splits, tmp_path):
-    folder = tmp_path / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True)
-    for name, df in splits.items():
-        write_table(df, folder / f"{name}.parquet")
+    write_split_files(tmp_path, splits)
     meta = prompts.run(params(recent_n=3), tmp_path)
     out = tmp_path / "artifacts" / "prompts" / "ml-100k"
     assert (meta["user_count"], meta["scenario_count"], meta["item_count"]) == (3, 3, 7)

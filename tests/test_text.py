@@ -11,10 +11,11 @@ import yaml
 from assets import text
 from assets.prompts import load_config
 from assets.split import split_table
-from assets.tables import read_table, write_table
+from assets.tables import read_table
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from tests.fixtures_params import project_params
+from tests.fixtures_tables import write_split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prompts.yaml"
@@ -46,11 +47,8 @@ def test_missing_values_and_ml1m_age_codes(interactions):
 
 
 def test_stage_writes_each_split_aligned_without_label(interactions, tmp_path):
-    folder = tmp_path / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True)
     splits = split_table(interactions, "random", [0.8, 0.1, 0.1], seed=1)
-    for name, df in splits.items():
-        write_table(df, folder / f"{name}.parquet")
+    write_split_files(tmp_path, splits)
     meta = text.run(params(), tmp_path)
     assert meta["fields"] == ["User ID", "Gender", "Age", "Occupation", "Zipcode", "Movie ID", "Title", "Genre", "Year"]
     for name, df in splits.items():

@@ -11,10 +11,9 @@ from sklearn.metrics import roc_auc_score
 
 from assets import evaluate, features, train
 from assets.split import split_table
-from assets.tables import write_table
 from llm4ctr.params import Params
 from tests.fixtures_params import project_params
-from tests.fixtures_tables import make_interactions
+from tests.fixtures_tables import make_interactions, write_split_files
 
 
 def _params() -> Params:
@@ -32,11 +31,7 @@ def _params() -> Params:
 def root(tmp_path: Path) -> Path:
     table = make_interactions(n_users=80, n_items=50, per_user=25, scenarios="age")
     splits = split_table(table, "random", (0.8, 0.1, 0.1), seed=0)
-    folder = tmp_path / "artifacts" / "split" / "ml-100k"
-    folder.mkdir(parents=True)
-    for name, df in splits.items():
-        write_table(df, folder / f"{name}.parquet")
-    (folder / "summary.json").write_text('{"method": "random"}')
+    write_split_files(tmp_path, splits)
     return tmp_path
 
 
