@@ -21,6 +21,7 @@ Cells:
   DCNv2 base, seed 2024, on ``random`` and ``cold_item``.
 - ``cold_item+min_count2``: DCNv2 and LEARN on the cold-item protocol with ``features.min_count`` 2, so
   the OOV row that held-out items map to is trained (on the items seen once), 3 seeds.
+- ``cold_item+tower_epochs40``: the same with LEARN's towers given the full profile's 40 epochs.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def cells() -> dict[str, Cell]:
     cold = found["cold_item"].overrides
     found["cold_item+min_count2"] = Cell(
         "cold_item+min_count2", (*cold, "features.min_count=2"), ("train@dcnv2", "learn@dcnv2_learn")
+    )
+    # LEARN's towers with the full profile's epoch budget (the default stops at 10, still improving)
+    found["cold_item+tower_epochs40"] = Cell(
+        "cold_item+tower_epochs40",
+        (*cold, 'learn.towers=["learn"]', "learn.tower_train.max_epochs=40"),
+        ("train@dcnv2", "learn@dcnv2_learn"),
     )
     return found
 
