@@ -188,9 +188,13 @@ def plot_item_counts(results: dict[str, Any], rows: dict[str, int], path: Path, 
 
     labels = list(rows)
     figure, axis = plt.subplots(figsize=(9, 5.5), dpi=100)
-    for name, entry in sorted(results.items(), key=lambda kv: -(kv[1]["auc"] if not np.isnan(kv[1]["auc"]) else 0)):
+    ranked = sorted(results.items(), key=lambda kv: -(kv[1]["auc"] if not np.isnan(kv[1]["auc"]) else 0))
+    for i, (name, entry) in enumerate(ranked):  # 20 colours, then the same with dashed lines
         values = [entry["per_item_count"].get(label, float("nan")) for label in labels]
-        axis.plot(range(len(labels)), values, marker="o", linewidth=1.2, label=f"{name} ({entry['auc']:.4f})")
+        axis.plot(
+            range(len(labels)), values, marker="o", linewidth=1.2, color=plt.cm.tab20(i % 20),
+            linestyle="-" if i < 20 else "--", label=f"{name} ({entry['auc']:.4f})",
+        )  # fmt: skip
     axis.set_xticks(range(len(labels)), [f"{label}\nn={rows[label]}" for label in labels])
     axis.set_xlabel("item's interactions in the training split (test rows per bucket)")
     axis.set_ylabel("test AUC (mean over seeds)")

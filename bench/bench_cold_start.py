@@ -190,14 +190,15 @@ def _versus(entry: dict | None, base: dict | None) -> str:
 
 def protocol_table(records: dict[str, dict]) -> str:
     """Rows = methods, columns = protocols: AUC ± std (seeds) and AUC points / RelaImpr over DCNv2."""
+    from assets.registry import SCORED
+
     present = {p: records[p]["results"] for p in PROTOCOLS if p in records}
-    order: list[str] = []
-    for results in present.values():
-        order += [m for m in results["models"] if m not in order]
+    stage_of = {m: e["stage"] for r in present.values() for m, e in r["models"].items()}
+    order = sorted(stage_of, key=lambda m: (SCORED.index(stage_of[m]) if stage_of[m] in SCORED else 99, m))
     head = "| method | stage | " + " | ".join(f"{p} AUC | {p} vs DCNv2" for p in present) + " |"
     lines = [head, "|---|---|" + "---|---|" * len(present)]
     for method in order:
-        stage = next(r["models"][method]["stage"] for r in present.values() if method in r["models"])
+        stage = stage_of[method]
         cells = []
         for results in present.values():
             entry, base = results["models"].get(method), results["models"].get(results["base_model"])
