@@ -22,6 +22,8 @@ Cells:
 - ``cold_item+min_count2``: DCNv2 and LEARN on the cold-item protocol with ``features.min_count`` 2, so
   the OOV row that held-out items map to is trained (on the items seen once), 3 seeds.
 - ``cold_item+tower_epochs40``: the same with LEARN's towers given the full profile's 40 epochs.
+- ``cold_item+no_title``: LEARN with an item text of genres and year only (no title): the control that
+  separates the LLM's knowledge of a movie from a re-encoding of the CTR features.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DATASET = "ml-100k"
 PROTOCOLS = {"random": "seeds3", "cold_item": "cold_item", "cold_user": "cold_user"}  # column -> profile
 SOURCES = ("SmolLM2-135M-Instruct", "gemma-3-270m", "all-mpnet-base-v2", "all-MiniLM-L6-v2")
 SWEEP_SPLITS = ("random", "cold_item")
+NO_TITLE_CONFIG = "configs/prompts.bench-no-title.yaml"  # written into a cell's clone, never committed
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Cell:
     name: str
     overrides: tuple[str, ...]
     targets: tuple[str, ...] = ()
+    item_fields: tuple[str, ...] = ()  # when set: LEARN's item text holds only these fields (:func:`_item_text_config`)
 
 
 def _override(key: str, value) -> str:
@@ -94,7 +98,25 @@ def cells() -> dict[str, Cell]:
         (*cold, 'learn.towers=["learn"]', "learn.tower_train.max_epochs=40"),
         ("train@dcnv2", "learn@dcnv2_learn"),
     )
+    # the knowledge control: LEARN's item text without the title (genres and year only: what the CTR
+    # features already say), so whatever LEARN adds here is not the LLM's knowledge of the movie
+    found["cold_item+no_title"] = Cell(
+        "cold_item+no_title",
+        (*cold, 'learn.towers=["learn"]', f"prompts.config={NO_TITLE_CONFIG}"),
+        ("train@dcnv2", "learn@dcnv2_learn"),
+        item_fields=("genres", "year"),
+    )
     return found
+
+
+def _item_text_config(folder: Path, fields: tuple[str, ...]) -> None:
+    """Write the clone's prompts config with the ML-100K item text cut to ``fields`` (in NO_TITLE_CONFIG)."""
+    import yaml
+
+    config = yaml.safe_load((folder / "configs" / "prompts.yaml").read_text())
+    item = config[DATASET]["item"]
+    item["fields"] = {field: name for field, name in item["fields"].items() if field in fields}
+    write_text(folder / NO_TITLE_CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def _run(command: list[str], cwd: Path, log, code: Path | None = None) -> None:
@@ -116,6 +138,8 @@ def run_cell(cell: Cell, update: bool) -> dict:
             _run(["git", "clone", "-q", str(ROOT), str(folder)], WORK, log)
         elif update:
             _run(["git", "pull", "-q", "--ff-only", str(ROOT), "HEAD"], folder, log)
+        if cell.item_fields:
+            _item_text_config(folder, cell.item_fields)
         sets = [a for o in cell.overrides for a in ("-S", o)]
         _run(["llm4ctr", "fetch", *sets], folder, log)
         _run(["dvc", "add", "-q", "data"], folder, log)
