@@ -241,7 +241,7 @@ def variant_table(records: dict[str, dict]) -> str:
         models = record["results"]["models"]
         for method, entry in models.items():
             lines.append(
-                f"| {protocol} | {record['overrides'][-1]} | {method} | {_auc(entry)} | "
+                f"| {protocol} | {change} | {method} | {_auc(entry)} | "
                 f"{_versus(entry, models.get(record['results']['base_model']))} |"
             )
     return "\n".join(lines) + "\n"
