@@ -143,6 +143,28 @@ def test_tower_embed_and_ranker_stages_write_their_outputs(project: Path):
     assert load_ranker(out / "seed2").backbone.embedding.dense.in_features == 16 + 4
 
 
+def test_towers_train_on_the_cold_user_protocol_without_validation_queries(project: Path, caplog):
+    """Under cold_user no validation user has a training history, so no query can pick an epoch: every
+    epoch runs, the last is kept, the user embedding of a held-out row is the empty-history one, and the
+    ranker trains on top."""
+    table = make_interactions(n_users=30, n_items=25, per_user=12, scenarios="age")
+    write_split_files(project, split_table(table, "cold_user", [0.8, 0.1, 0.1], 2024), "cold_user")
+    params = _params(**{"learn.tower_train.max_epochs": 3, "learn.tower_train.patience": 1})
+    features.run(params, project)
+    with caplog.at_level("WARNING"):
+        learn.run_tower(params, project, "learn")
+    assert "no validation query has a training history" in caplog.text
+    report = json.loads((artifact_dir(project, "learn_tower", "ml-100k") / "learn" / "retrieval.json").read_text())
+    assert report["queries"] == {"valid": 0, "test": 0} and report["dropped"]["valid"] > 0
+    assert {(s["best_epoch"], s["epochs"]) for s in report["seeds"].values()} == {(3, 3)}
+    learn.run_embed(params, project, "learn")
+    tensors = load_file(str(artifact_dir(project, "learn_embed", "ml-100k") / "learn" / "seed1" / learn.EMBEDDINGS))
+    held_out = tensors["user_test"]
+    assert np.allclose(held_out, held_out[0])  # every cold user: the same empty-history embedding
+    figures = learn.run_ranker(params, project, "dcnv2_learn")
+    assert 0.0 <= figures["seed1_valid_auc"] <= 1.0
+
+
 def test_content_export_must_cover_every_item(project: Path):
     export = artifact_dir(project, "hidden_states_item", "ml-100k")
     index = pd.read_parquet(export / "index.parquet")

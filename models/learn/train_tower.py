@@ -140,6 +140,8 @@ def fit_tower(
 ) -> dict:
     """Train until early stopping on validation NDCG@10; the model ends with its best weights.
 
+    With no validation query (the cold-user protocol: no validation user has a training history to
+    embed) there is nothing to select by: every epoch up to ``max_epochs`` runs and the last is kept.
     Returns ``{"best_epoch", "best": valid metrics, "epochs", "history", "train_seconds"}``.
     """
     ckpt_dir = Path(ckpt_dir)
@@ -149,6 +151,13 @@ def fit_tower(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
     state = _start_state(model, optimizer, ckpt_dir, resume)
+    select = len(valid.targets) > 0
+    if not select:
+        log.warning(
+            "no validation query has a training history (%d dropped): the towers train all %d epochs, the last is kept",
+            valid.dropped,
+            config.max_epochs,
+        )
     bar = progress_bar(
         range(state["epoch"] + 1, config.max_epochs + 1),
         enabled=config.progress,
@@ -161,18 +170,18 @@ def fit_tower(
             break
         started = time.perf_counter()
         loss = _train_epoch(model, optimizer, seqs, config, epoch)
-        metrics = evaluate(model, valid, seen)
+        metrics = evaluate(model, valid, seen) if select else {"dropped": valid.dropped}
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch, "train_loss": loss, **metrics, "seconds": round(seconds, 3)})
         state["train_seconds"] += seconds
-        if metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
+        if not select or metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
             state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
             save_weights(model, ckpt_dir / BEST_WEIGHTS)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         _write_state(model, optimizer, state, ckpt_dir)
-        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics[SELECT_BY]:.4f}")
+        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics.get(SELECT_BY, float('nan')):.4f}")
         log.info("tower epoch %d: loss %.4f, valid %s", epoch, loss, metrics)
     bar.close()
     model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS))
