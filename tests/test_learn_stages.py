@@ -157,6 +157,8 @@ def test_towers_train_on_the_cold_user_protocol_without_validation_queries(proje
     report = json.loads((artifact_dir(project, "learn_tower", "ml-100k") / "learn" / "retrieval.json").read_text())
     assert report["queries"] == {"valid": 0, "test": 0} and report["dropped"]["valid"] > 0
     assert {(s["best_epoch"], s["epochs"]) for s in report["seeds"].values()} == {(3, 3)}
+    again = learn.run_tower(params, project, "learn")  # a finished run's checkpoints: resumed, nothing to train
+    assert again["tower"] == "learn"
     learn.run_embed(params, project, "learn")
     tensors = load_file(str(artifact_dir(project, "learn_embed", "ml-100k") / "learn" / "seed1" / learn.EMBEDDINGS))
     held_out = tensors["user_test"]

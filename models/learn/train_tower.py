@@ -174,17 +174,20 @@ def fit_tower(
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch, "train_loss": loss, **metrics, "seconds": round(seconds, 3)})
         state["train_seconds"] += seconds
-        if not select or metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
+        if select and metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
             state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
             save_weights(model, ckpt_dir / BEST_WEIGHTS)
-        else:
+        elif select:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         _write_state(model, optimizer, state, ckpt_dir)
         bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics.get(SELECT_BY, float('nan')):.4f}")
         log.info("tower epoch %d: loss %.4f, valid %s", epoch, loss, metrics)
     bar.close()
-    model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS))
+    if select:
+        model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS))
+    else:  # nothing to select by: the model holds the last epoch, trained now or resumed
+        state.update(best={"dropped": valid.dropped}, best_epoch=state["epoch"])
     return {key: state[key] for key in ("best_epoch", "best", "epoch", "history", "train_seconds")}
 
 
