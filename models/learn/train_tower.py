@@ -166,7 +166,7 @@ def fit_tower(
         total=config.max_epochs,
     )
     for epoch in bar:
-        if state["bad_epochs"] >= config.patience:
+        if select and state["bad_epochs"] >= config.patience:
             break
         started = time.perf_counter()
         loss = _train_epoch(model, optimizer, seqs, config, epoch)
