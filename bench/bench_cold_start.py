@@ -347,13 +347,14 @@ def cost_table(records: dict[str, dict]) -> str:
 def item_count_plot(records: dict[str, dict], path: Path) -> None:
     """AUC by the item's training interactions: the cold point from the cold-item protocol, the rest from
     the random split (its handful of cold rows is too few to score), one line per method in both."""
-    from assets.evaluate import plot_item_counts
+    from assets.evaluate import ITEM_COUNT_BUCKETS, plot_item_counts
 
     if "random" not in records or "cold_item" not in records:
         return
     random, cold = records["random"]["results"], records["cold_item"]["results"]
     rows = {"cold (0), cold_item split": cold["segments"]["item_count_rows"]["cold (0)"]}
-    rows.update({k: n for k, n in random["segments"]["item_count_rows"].items() if k != "cold (0)"})
+    counts = random["segments"]["item_count_rows"]  # in bucket order (results.json sorts its keys)
+    rows.update({label: counts[label] for _, _, label in ITEM_COUNT_BUCKETS if label != "cold (0)"})
     merged = {}
     for method, entry in random["models"].items():
         if method in cold["models"]:
