@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,9 @@ class TestSet:
 
     def score(self, probs: np.ndarray) -> dict[str, Any]:
         """All figures of one seed's test probabilities (:func:`score_seed`)."""
-        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item, self.item_buckets())
+        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item, self.item_buckets)
 
+    @cached_property
     def item_buckets(self) -> dict[str, np.ndarray]:
         """ITEM_COUNT_BUCKETS label -> the test rows whose item had that many training interactions."""
         return {
@@ -122,7 +124,7 @@ class TestSet:
         return {
             "longtail_share": self.share,
             "test_rows": {k: int(((self.lt_user == u) & (self.lt_item == i)).sum()) for k, (u, i) in SEGMENTS.items()},
-            "item_count_rows": {k: int(m.sum()) for k, m in self.item_buckets().items()},
+            "item_count_rows": {k: int(m.sum()) for k, m in self.item_buckets.items()},
         }
 
 

@@ -106,7 +106,7 @@ def ranking_table(params, root: Path, dataset: str, variants: list[str]) -> tupl
     y, lt_user, lt_item = test_set.y, test_set.lt_user, test_set.lt_item
     columns = {"overall": np.ones(len(y), dtype=bool)}
     columns.update({k: (lt_user == u) & (lt_item == i) for k, (u, i) in SEGMENTS.items()})
-    columns.update({f"item {label}": rows for label, rows in test_set.item_buckets().items()})
+    columns.update({f"item {label}": rows for label, rows in test_set.item_buckets.items()})
 
     backbones = sorted({v.partition("_")[0] for v in variants})
     models = {b: artifact_dir(root, "train", dataset) / b / PREDICTIONS for b in backbones}

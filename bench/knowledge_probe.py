@@ -142,10 +142,11 @@ def ctr_features(items: pd.DataFrame) -> np.ndarray:
 
 def model_size(model: str) -> dict:
     """Parameters (millions) and size on disk (MB) of a resolved model folder."""
+    import torch
     from transformers import AutoConfig, AutoModel
 
     folder = Path(resolve(model))
-    with __import__("torch").device("meta"):
+    with torch.device("meta"):  # the parameter count without loading the weights
         params = AutoModel.from_config(AutoConfig.from_pretrained(folder)).num_parameters()
     disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {"params_m": round(params / 1e6, 1), "disk_mb": round(disk / 1e6)}
