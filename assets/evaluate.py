@@ -72,6 +72,7 @@ class TestSet:
     lt_user: np.ndarray
     lt_item: np.ndarray
     item_count: np.ndarray  # training interactions of each test row's item
+    user: np.ndarray  # each test row's user (the per-user grouped figures)
 
     @classmethod
     def load(cls, params: Params, root: Path) -> TestSet:
@@ -89,6 +90,7 @@ class TestSet:
             longtail_mask(train["user_id"].value_counts(), test["user_id"], share),
             longtail_mask(train["item_id"].value_counts(), test["item_id"], share),
             test["item_id"].map(train["item_id"].value_counts()).fillna(0).to_numpy(dtype=np.int64),
+            test["user_id"].astype(str).to_numpy(),
         )
 
     def seed_probs(self, path: Path) -> dict[int, np.ndarray]:
@@ -107,7 +109,7 @@ class TestSet:
 
     def score(self, probs: np.ndarray) -> dict[str, Any]:
         """All figures of one seed's test probabilities (:func:`score_seed`)."""
-        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item, self.item_buckets)
+        return score_seed(self.y, probs, self.scenario, self.lt_user, self.lt_item, self.item_buckets, self.user)
 
     @cached_property
     def item_buckets(self) -> dict[str, np.ndarray]:
@@ -129,14 +131,23 @@ class TestSet:
 
 
 def score_seed(
-    y: np.ndarray, p: np.ndarray, scenario: np.ndarray, lt_user, lt_item, item_buckets: dict[str, np.ndarray]
+    y: np.ndarray,
+    p: np.ndarray,
+    scenario: np.ndarray,
+    lt_user,
+    lt_item,
+    item_buckets: dict[str, np.ndarray],
+    user: np.ndarray,
 ) -> dict[str, Any]:
-    """All figures of one seed's test predictions (``item_buckets``: :meth:`TestSet.item_buckets`)."""
-    from models.metrics import auc, logloss, segment_aucs
+    """All figures of one seed's test predictions (``item_buckets``: :meth:`TestSet.item_buckets`;
+    ``user``: the grouping of the per-user AUC and nDCG@10)."""
+    from models.metrics import auc, grouped_auc, grouped_ndcg, logloss, segment_aucs
 
     return {
         "auc": auc(y, p),
         "logloss": logloss(y, p),
+        "user_auc": grouped_auc(y, p, user),
+        "user_ndcg10": grouped_ndcg(y, p, user, 10),
         "per_scenario": {str(s): auc(y[scenario == s], p[scenario == s]) for s in np.unique(scenario)},
         "per_segment": {k: v["auc"] for k, v in segment_aucs(y, p, lt_user, lt_item).items()},
         "per_item_count": {k: auc(y[m], p[m]) for k, m in item_buckets.items()},
@@ -157,6 +168,8 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "auc_std": round(float(np.std(aucs)), 6),
         "auc_seeds": [round(float(a), 6) for a in aucs],
         "logloss": _mean([s["logloss"] for s in per_seed]),
+        "user_auc": _mean([s["user_auc"] for s in per_seed]),
+        "user_ndcg10": _mean([s["user_ndcg10"] for s in per_seed]),
         "seeds": len(per_seed),
         "per_scenario": {k: _mean([s["per_scenario"][k] for s in per_seed]) for k in per_seed[0]["per_scenario"]},
         "per_segment": {k: _mean([s["per_segment"][k] for s in per_seed]) for k in per_seed[0]["per_segment"]},

@@ -1,4 +1,4 @@
-"""Stages `hidden_states_user`, `hidden_states_scenario`, `hidden_states_item`: frozen-model states of the prompts.
+"""Stages `hidden_states_<kind>`: frozen-model states of the prompts (user, scenario, item; GPT4SM's teacher).
 
 Each reads artifacts/prompts/<dataset>/<kind>.parquet, makes sure every text's state is in the
 content-addressed store (``models.hidden_states``; params ``hidden_states.store``, by default
@@ -8,6 +8,10 @@ prompt order to artifacts/hidden_states_<kind>/<dataset>/:
 - states.safetensors: tensor ``states`` (rows x dim, fp32), header metadata with the model and pooling;
 - index.parquet: the id column of the prompts (scenario / user_id / item_id), the cache key and the
   untruncated token count of each row.
+
+`hidden_states_teacher` embeds two kinds, the item texts and the user profiles, with the model of
+``hidden_states.teacher`` (GPT4SM's teacher), into artifacts/hidden_states_teacher/<dataset>/item/ and
+.../profile/, each in the layout above.
 
 The store lives outside artifacts/ on purpose: DVC deletes a stage's outputs before re-running it,
 and the cache must survive that to make re-runs free and killed runs resumable. Under torchrun only
@@ -34,6 +38,7 @@ from llm4ctr.paths import artifact_dir, cache_dir, portable
 from models.hidden_states import DTYPES, POOLINGS, Encoder, cache_states, read_states
 
 ROLES = ("llm", "plm")  # hidden_states.<kind>.model: a role (its <role>.name is the model) or a model name
+TEACHER_KINDS = ("item", "profile")  # the texts GPT4SM's teacher embeds
 TOKEN_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -46,6 +51,11 @@ def _positive_int(params: Params, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ParamsError(f"{params.source}: {key} must be a positive integer, got {value!r}")
     return value
+
+
+def role_model(params: Params, source: str) -> str:
+    """The model folder of ``source``: a role (llm / plm: that section's ``name``) or a model name/path."""
+    return resolve(str(params.get_path(f"{source}.name")) if source in ROLES else source)
 
 
 def encoder_for(params: Params, kind: str) -> Encoder:
@@ -66,7 +76,7 @@ def encoder_for(params: Params, kind: str) -> Encoder:
             f"{params.source}: hidden_states.dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}"
         )
     max_length = _positive_int(params, "hidden_states.max_length")
-    model = resolve(str(params.get_path(f"{source}.name")) if source in ROLES else source)
+    model = role_model(params, source)
     return Encoder(model, fingerprint(model), pooling, max_length, str(params.get_path("hidden_states.device")), dtype)
 
 
@@ -86,14 +96,12 @@ def token_histogram(tokens: list[int]) -> dict[str, int]:
     return {label: int(n) for label, n in zip(labels, counts)}
 
 
-def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
-    """Cache and export the hidden states of ``kind``'s prompts (scenario, user or item)."""
-
+def _cache_kind(params: Params, root: Path, encoder: Encoder, kind: str):
+    """Make sure every ``kind`` prompt's state is in the store; (prompts, template id, cache run, figures)."""
     dataset = params.get_path("data.name")
     folder = artifact_dir(root, PROMPTS_STAGE, dataset)
     prompts = read_table(folder / f"{kind}.parquet")
     template_id = read_json(folder / TEMPLATES_FILE)[kind]["id"]
-    encoder = encoder_for(params, kind)
     run = cache_states(
         encoder,
         prompts["text"].tolist(),
@@ -109,8 +117,11 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
         "texts_per_s": round(run.computed_here / run.compute_seconds, 2) if run.compute_seconds else None,
         "tokens_per_s": round(run.tokens_here / run.compute_seconds, 1) if run.compute_seconds else None,
     }  # fmt: skip
-    if run.rank != 0:
-        return figures
+    return prompts, template_id, run, figures
+
+
+def _export_kind(params: Params, root: Path, encoder: Encoder, kind: str, prompts, template_id, run, dest: Path):
+    """Write states.safetensors and index.parquet of ``kind`` into ``dest``; the export's figures."""
     states = read_states(run)
     spec = {
         **run.spec,
@@ -118,17 +129,14 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
         "dim": run.dim,
         "template_id": template_id,
         "kind": kind,
-        "dataset": dataset,
+        "dataset": params.get_path("data.name"),
     }  # the model folder relative to the project when inside it
-    with atomic_dir(artifact_dir(root, stage_name(kind), dataset)) as tmp:
-        save_tensors(
-            {"states": states}, tmp / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)}
-        )
-        index = pd.DataFrame({ID_COLUMNS[kind]: prompts[ID_COLUMNS[kind]], "key": run.keys, "tokens": run.tokens})
-        write_table(index, tmp / "index.parquet")
+    dest.mkdir(parents=True, exist_ok=True)
+    save_tensors({"states": states}, dest / "states.safetensors", metadata={"spec": json.dumps(spec, sort_keys=True)})
+    index = pd.DataFrame({ID_COLUMNS[kind]: prompts[ID_COLUMNS[kind]], "key": run.keys, "tokens": run.tokens})
+    write_table(index, dest / "index.parquet")
     tokens = np.asarray(run.tokens)
     return {
-        **figures,
         "model": encoder.model, "model_id": encoder.model_id, "pooling": encoder.pooling,
         "device": run.device, "dtype": run.dtype,
         "count": len(prompts), "distinct_texts": run.hits + run.misses, "dim": run.dim,
@@ -137,6 +145,32 @@ def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
         "truncated": int((tokens > encoder.max_length).sum()),
         "token_histogram": token_histogram(run.tokens), "store": str(run.store),
     }  # fmt: skip
+
+
+def run_kind(params: Params, root: Path, kind: str) -> dict[str, Any]:
+    """Cache and export the hidden states of ``kind``'s prompts (scenario, user or item)."""
+    encoder = encoder_for(params, kind)
+    prompts, template_id, run, figures = _cache_kind(params, root, encoder, kind)
+    if run.rank != 0:
+        return figures
+    with atomic_dir(artifact_dir(root, stage_name(kind), params.get_path("data.name"))) as tmp:
+        exported = _export_kind(params, root, encoder, kind, prompts, template_id, run, tmp)
+    return {**figures, **exported}
+
+
+def run_teacher(params: Params, root: Path) -> dict[str, Any]:
+    """GPT4SM's teacher embeddings of the item texts and the user profiles, one subfolder each
+    (``item/``, ``profile/``, the layout of every other kind), from ``hidden_states.teacher``."""
+    encoder = encoder_for(params, "teacher")
+    cached = {kind: _cache_kind(params, root, encoder, kind) for kind in TEACHER_KINDS}
+    figures = {f"{kind}_{k}": v for kind, (*_, fig) in cached.items() for k, v in fig.items() if k != "kind"}
+    if next(iter(cached.values()))[2].rank != 0:
+        return figures
+    with atomic_dir(artifact_dir(root, stage_name("teacher"), params.get_path("data.name"))) as tmp:
+        for kind, (prompts, template_id, run, _) in cached.items():
+            exported = _export_kind(params, root, encoder, kind, prompts, template_id, run, tmp / kind)
+            figures.update({f"{kind}_{k}": v for k, v in exported.items()})
+    return figures
 
 
 def run_user(params: Params, root: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Stage `prompts`: the LLM4MSR scenario- and user-level prompts and the LEARN item texts.
+"""Stage `prompts`: the LLM4MSR scenario- and user-level prompts, the item texts and the user profiles.
 
 Everything a person may want to word differently lives in configs/prompts.yaml (params
 ``prompts.config``), one section per dataset; this module only fills the templates in:
@@ -8,13 +8,14 @@ Everything a person may want to word differently lives in configs/prompts.yaml (
 - user: the user's most recent ``prompts.recent_n`` POSITIVE interactions of the TRAINING split
   (valid/test rows are never read for histories, so nothing leaks), oldest first, grouped by
   scenario; every user of any split gets a prompt, an empty history reads as the template's ``empty``;
-- item: "Title: ... Genre: ... Year: ..." from the item's content fields.
+- item: "Title: ... Genre: ... Year: ..." from the item's content fields (LEARN, GPT4SM);
+- profile: "Age: ... Gender: ... Occupation: ..." from the user's own fields (GPT4SM's query side).
 
 The config file, the value formatting (missing values, multi-valued fields, value maps) and the
 template rendering are shared with the ``text`` stage.
 
-Outputs in artifacts/prompts/<dataset>/: scenario.parquet, user.parquet, item.parquet (an id
-column and ``text``), templates.json (per kind: the template id that keys the hidden-state cache
+Outputs in artifacts/prompts/<dataset>/: scenario.parquet, user.parquet, item.parquet, profile.parquet
+(an id column and ``text``), templates.json (per kind: the template id that keys the hidden-state cache
 and a hash of the template section for lineage).
 """
 
@@ -37,8 +38,8 @@ from llm4ctr.params import Params, read_yaml
 from llm4ctr.paths import artifact_dir
 
 STAGE = "prompts"
-KINDS = ("scenario", "user", "item")
-ID_COLUMNS = {"scenario": "scenario", "user": "user_id", "item": "item_id"}
+KINDS = ("scenario", "user", "item", "profile")
+ID_COLUMNS = {"scenario": "scenario", "user": "user_id", "item": "item_id", "profile": "user_id"}
 TEMPLATES_FILE = "templates.json"
 
 
@@ -211,17 +212,18 @@ def user_prompts(train: pd.DataFrame, users: list[str], config: Params, recent_n
     )
 
 
-def item_texts(items: pd.DataFrame, config: Params) -> pd.DataFrame:
-    """LEARN item text per row of ``items``: "<name>: <value>" parts, missing values left out."""
-    where = f"{config.source}: item"
-    fields = config.get_path("item.fields")
-    part, joiner = config.get_path("item.part"), config.get_path("item.joiner")
-    words = formatted(items, list(fields), config, "item.fields", missing=None)
+def field_texts(frame: pd.DataFrame, config: Params, kind: str, id_column: str) -> pd.DataFrame:
+    """One "<name>: <value>" text per row of ``frame`` from config section ``kind`` (item: LEARN's item
+    content; profile: GPT4SM's user profile); missing values are left out."""
+    where = f"{config.source}: {kind}"
+    fields = config.get_path(f"{kind}.fields") or {}
+    part, joiner = config.get_path(f"{kind}.part"), config.get_path(f"{kind}.joiner")
+    words = formatted(frame, list(fields), config, f"{kind}.fields", missing=None)
     texts = [
         joiner.join(render(part, f"{where}.part", name=fields[c], value=v) for c, v in row.items() if not pd.isna(v))
         for row in words.to_dict("records")
     ]
-    return pd.DataFrame({"item_id": items["item_id"].astype("string").to_numpy(), "text": texts})
+    return pd.DataFrame({id_column: frame[id_column].astype("string").to_numpy(), "text": texts})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,21 +232,23 @@ def item_texts(items: pd.DataFrame, config: Params) -> pd.DataFrame:
 
 
 def build(splits: dict[str, pd.DataFrame], config: Params, recent_n: int) -> dict[str, pd.DataFrame]:
-    """The three prompt tables from the split frames (histories and statistics from train only)."""
+    """The prompt tables from the split frames (histories and statistics from train only)."""
     everything = pd.concat(list(splits.values()), ignore_index=True)
     scenarios = sorted(everything["scenario"].dropna().unique())
     users = sorted(everything["user_id"].unique())
     items = everything.drop_duplicates("item_id").sort_values("item_id").reset_index(drop=True)
+    profiles = everything.drop_duplicates("user_id").sort_values("user_id").reset_index(drop=True)
     train = splits["train"]
     return {
         "scenario": scenario_prompts(train, scenarios, config),
         "user": user_prompts(train, users, config, recent_n),
-        "item": item_texts(items, config),
+        "item": field_texts(items, config, "item", "item_id"),
+        "profile": field_texts(profiles, config, "profile", "user_id"),
     }
 
 
 def run(params: Params, root: Path) -> dict[str, Any]:
-    """Build and write the scenario, user and item prompts of ``data.name``."""
+    """Build and write the scenario, user, item and profile prompts of ``data.name``."""
     dataset = params.get_path("data.name")
     recent_n = params.get_path("prompts.recent_n")
     config = load_config(params, root)

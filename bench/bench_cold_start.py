@@ -30,12 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cells import Cell, auc_cell, override, read_records, run_cell, score_cell, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
 from llm4ctr.params import read_profile  # noqa: E402
 
@@ -55,25 +52,11 @@ SWEEP_SPLITS = ("random", "cold_item")
 NO_TITLE_CONFIG = "configs/prompts.bench-no-title.yaml"  # written into a cell's clone, never committed
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One pipeline run: its overrides (``-S key=value``) and the DVC stages it needs (all when empty)."""
-
-    name: str
-    overrides: tuple[str, ...]
-    targets: tuple[str, ...] = ()
-    item_fields: tuple[str, ...] = ()  # when set: LEARN's item text holds only these fields (:func:`_item_text_config`)
-
-
-def _override(key: str, value) -> str:
-    return f"{key}={json.dumps(value) if isinstance(value, list) else value}"
-
-
 def cells() -> dict[str, Cell]:
     """Every cell, protocols first (the sweep's default-source cells reuse nothing: same seed, fewer stages)."""
-    shared = _override("hidden_states.store", str(WORK / "hidden_states"))
+    shared = override("hidden_states.store", str(WORK / "hidden_states"))
     found = {
-        name: Cell(name, (*(_override(k, v) for k, v in read_profile(ROOT / "profiles", profile).items()), shared))
+        name: Cell(name, (*(override(k, v) for k, v in read_profile(ROOT / "profiles", profile).items()), shared))
         for name, profile in PROTOCOLS.items()
     }
     for split in SWEEP_SPLITS:
@@ -109,6 +92,11 @@ def cells() -> dict[str, Cell]:
     return found
 
 
+def _prepare(cell: Cell):
+    """The clone edit a cell needs before its run (the no-title item text), or None."""
+    return (lambda folder: _item_text_config(folder, cell.item_fields)) if cell.item_fields else None
+
+
 def _item_text_config(folder: Path, fields: tuple[str, ...]) -> None:
     """Write the clone's prompts config with the ML-100K item text cut to ``fields`` (in NO_TITLE_CONFIG)."""
     import yaml
@@ -119,99 +107,7 @@ def _item_text_config(folder: Path, fields: tuple[str, ...]) -> None:
     write_text(folder / NO_TITLE_CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
-def _run(command: list[str], cwd: Path, log, code: Path | None = None) -> None:
-    """Run ``command`` in the cell's clone with ``code`` (default: the clone's code) first on the import path."""
-    bin_dir = str(Path(sys.executable).parent)  # the stages' `llm4ctr` commands: this venv's
-    env = {**os.environ, "PYTHONPATH": str(code or cwd), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    print("$ " + shlex.join(command), file=log, flush=True)
-    done = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"{cwd.name}: `{shlex.join(command)}` failed ({done.returncode}); see {log.name}")
-
-
-def run_cell(cell: Cell, update: bool) -> dict:
-    """Run (or resume) one cell, then score it; return its record."""
-    folder = WORK / cell.name
-    WORK.mkdir(parents=True, exist_ok=True)
-    with (WORK / f"{cell.name}.log").open("a") as log:
-        if not (folder / ".git").is_dir():
-            _run(["git", "clone", "-q", str(ROOT), str(folder)], WORK, log)
-        elif update:
-            _run(["git", "pull", "-q", "--ff-only", str(ROOT), "HEAD"], folder, log)
-        if cell.item_fields:
-            _item_text_config(folder, cell.item_fields)
-        sets = [a for o in cell.overrides for a in ("-S", o)]
-        _run(["llm4ctr", "fetch", *sets], folder, log)
-        _run(["dvc", "add", "-q", "data"], folder, log)
-        _run(["dvc", "exp", "run", *sets, *cell.targets], folder, log)
-    return score_cell(cell)
-
-
-def score_cell(cell: Cell) -> dict:
-    """Score the predictions a cell's run wrote with this checkout's evaluate stage (the same figures for
-    every cell, whichever commit trained it) and record them with the cell's stage times."""
-    folder = WORK / cell.name
-    with (WORK / f"{cell.name}.log").open("a") as log:
-        _run(["llm4ctr", "stage", "evaluate"], folder, log, code=ROOT)
-    results = json.loads((folder / "artifacts" / "evaluate" / DATASET / "results.json").read_text())
-    timings = folder / "artifacts" / "timings" / f"{DATASET}.jsonl"
-    record = {
-        "cell": cell.name,
-        "overrides": list(cell.overrides),
-        "targets": list(cell.targets),
-        "trained_at": _commit(folder),
-        "scored_at": _commit(ROOT),
-        "stage_seconds": _stage_seconds(timings),
-        "results": results,
-    }
-    RECORDS.mkdir(parents=True, exist_ok=True)
-    write_text(RECORDS / f"{cell.name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return record
-
-
-def _commit(folder: Path) -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def _stage_seconds(path: Path) -> dict[str, float]:
-    """The latest recorded seconds per stage instance of a cell's timings file."""
-    latest: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            entry = json.loads(line)
-            latest[entry["label"]] = entry["seconds"]
-    return latest
-
-
 # ---------------------------------------------------------------------- report
-def _records() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json")) if p.stem != "probe"}
-
-
-def _auc(entry: dict | None) -> str:
-    if not entry:
-        return "-"
-    seeds = entry.get("auc_seeds", [])
-    spread = f" ± {entry['auc_std']:.4f}" if len(seeds) > 1 else ""
-    return f"{entry['auc']:.4f}{spread} ({entry['seeds']})"
-
-
-def _versus(entry: dict | None, base: dict | None) -> str:
-    """AUC points over the base, RelaImpr, and whether every seed beats every base seed."""
-    if not entry or not base or entry is base:
-        return "-"
-    points = (entry["auc"] - base["auc"]) * 100
-    relaimpr = (entry["auc"] - base["auc"]) / base["auc"] * 100
-    apart = ""
-    if len(entry.get("auc_seeds", [])) > 1 and len(base.get("auc_seeds", [])) > 1:
-        if min(entry["auc_seeds"]) > max(base["auc_seeds"]):
-            apart = " ▲"
-        elif max(entry["auc_seeds"]) < min(base["auc_seeds"]):
-            apart = " ▼"
-    return f"{points:+.2f} / {relaimpr:+.2f}%{apart}"
-
-
 def protocol_table(records: dict[str, dict]) -> str:
     """Rows = methods, columns = protocols: AUC ± std (seeds) and AUC points / RelaImpr over DCNv2."""
     from assets.registry import SCORED
@@ -226,7 +122,7 @@ def protocol_table(records: dict[str, dict]) -> str:
         cells = []
         for results in present.values():
             entry, base = results["models"].get(method), results["models"].get(results["base_model"])
-            cells += [_auc(entry), _versus(entry, base)]
+            cells += [auc_cell(entry), versus(entry, base)]
         lines.append(f"| {method} | {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -241,8 +137,8 @@ def variant_table(records: dict[str, dict]) -> str:
         models = record["results"]["models"]
         for method, entry in models.items():
             lines.append(
-                f"| {protocol} | {change} | {method} | {_auc(entry)} | "
-                f"{_versus(entry, models.get(record['results']['base_model']))} |"
+                f"| {protocol} | {change} | {method} | {auc_cell(entry)} | "
+                f"{versus(entry, models.get(record['results']['base_model']))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -367,7 +263,7 @@ def item_count_plot(records: dict[str, dict], path: Path) -> None:
 def report() -> None:
     from llm4ctr.atomic import replace_block
 
-    records = _records()
+    records = read_records(RECORDS, skip=("probe",))
     doc = ROOT / "docs" / "RESULTS_COLD_START.md"
     replace_block(doc, "cold-start protocols", protocol_table(records))
     replace_block(doc, "cold-start variants", variant_table(records))
@@ -391,7 +287,10 @@ def main() -> None:
             if name not in known:
                 raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
             started = time.time()
-            run_cell(known[name], args.update) if args.what == "run" else score_cell(known[name])
+            if args.what == "run":
+                run_cell(known[name], WORK, RECORDS, args.update, prepare=_prepare(known[name]))
+            else:
+                score_cell(known[name], WORK, RECORDS)
             print(f"{name}: {args.what} done in {time.time() - started:.0f} s", flush=True)
     else:
         report()

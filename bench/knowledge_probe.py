@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assets.pretrained import fingerprint, resolve  # noqa: E402
-from assets.prompts import item_texts, load_config  # noqa: E402
+from assets.prompts import field_texts, load_config  # noqa: E402
 from assets.split import load_splits  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
 from llm4ctr.params import load_params  # noqa: E402
@@ -164,7 +164,7 @@ def main() -> None:
     items, liked = catalogue(args.root, params.get_path("data.name"))
     features = ctr_features(items)
     titles = items["title"].fillna("").astype(str).tolist()
-    learn_texts = item_texts(items.reset_index(), load_config(params, args.root))["text"].tolist()
+    learn_texts = field_texts(items.reset_index(), load_config(params, args.root), "item", "item_id")["text"].tolist()
     store = args.root / "artifacts" / ".work" / "bench-cold-start" / "probe-store"
     results = {"items": len(items), "folds": args.folds, "sources": {}}
     tfidf = TfidfVectorizer(min_df=2).fit_transform(titles).toarray()

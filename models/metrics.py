@@ -71,3 +71,30 @@ def segment_aucs(y_true, y_score, longtail_user, longtail_item) -> dict[str, dic
         rows = (user == lt_user) & (item == lt_item)
         result[name] = {"auc": auc(y_true[rows], y_score[rows]), "n": int(rows.sum())}
     return result
+
+
+def _groups(y_true, y_score, groups):
+    """(labels, scores) per group, in first-appearance order."""
+    frame = pd.DataFrame({"y": np.asarray(y_true), "p": np.asarray(y_score, dtype=np.float64), "g": np.asarray(groups)})
+    return [(part["y"].to_numpy(), part["p"].to_numpy()) for _, part in frame.groupby("g", sort=False)]
+
+
+def grouped_auc(y_true, y_score, groups) -> float:
+    """Mean AUC over the groups (users) holding both labels, each group counted once (the MIND-style
+    "AUC per impression" of news recommendation); NaN when no group has both labels."""
+    values = [auc(y, p) for y, p in _groups(y_true, y_score, groups) if np.unique(y).size == 2]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def grouped_ndcg(y_true, y_score, groups, k: int = 10) -> float:
+    """Mean nDCG@k over the groups with at least one positive: each group's rows ranked by score,
+    binary gains, ties broken by row order."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    values = []
+    for y, p in _groups(y_true, y_score, groups):
+        if y.sum() == 0:
+            continue
+        ranked = y[np.argsort(-p, kind="stable")][:k]
+        ideal = np.sort(y)[::-1][:k]
+        values.append(float((ranked * discounts[: len(ranked)]).sum() / (ideal * discounts[: len(ideal)]).sum()))
+    return float(np.mean(values)) if values else float("nan")

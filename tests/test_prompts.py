@@ -137,7 +137,7 @@ def test_item_text_exact_and_missing_fields_left_out(splits):
     assert len(items) == 7  # every item of every split
     partial = frame([("1", "10", 1, 1, "a")]).astype({"year": "Int64"})
     partial.loc[0, "year"] = pd.NA
-    assert prompts.item_texts(partial, config)["text"].tolist() == ["Title: Alpha Genre: Action"]
+    assert prompts.field_texts(partial, config, "item", "item_id")["text"].tolist() == ["Title: Alpha Genre: Action"]
 
 
 def test_stage_writes_tables_and_template_ids(splits, tmp_path):

@@ -1,0 +1,291 @@
+"""GPT4SM on ML-100K (GitHub issue 18): does a teacher's embedding help a small student, and where?
+
+    python bench/bench_gpt4sm.py run [--cells random cold_item ...] [--update]   # resumable, hours
+    python bench/bench_gpt4sm.py rescore [--cells ...]                          # score again, this evaluate
+    python bench/bench_gpt4sm.py latency [--cell random]                        # serving cost per variant
+    python bench/bench_gpt4sm.py report                                         # tables -> docs
+
+Each cell is a real pipeline run in its own clone (bench/cells.py) under
+artifacts/.work/bench-gpt4sm/<cell>/, recorded in bench/results/gpt4sm/<cell>.json. The hidden-state
+store is shared with the project's default one, so the teacher's vectors are computed once.
+
+Cells (every student variant and DCNv2 + teacher on the same test rows as DCNv2, 3 seeds):
+- ``random``, ``cold_item``: the two split protocols, teacher all-mpnet-base-v2 (the default);
+- ``random@SmolLM2-135M-Instruct``: the teacher swap, mean-pooled decoder states (centred); the
+  teacher-free rows (DCNv2, vanilla) are the ``random`` cell's, which the same seeds reproduce;
+- ``random+<change>``: the search for why (seed 2024): EaaR's w_r grid, EaaP's N_ep, one trainable
+  student layer (on 20,000 rows: vanilla and EaaR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.cells import DATASET, Cell, auc_cell, override, read_records, run_cell, score_cell, versus  # noqa: E402
+from llm4ctr.atomic import write_text  # noqa: E402
+from llm4ctr.params import read_profile  # noqa: E402
+
+WORK = ROOT / "artifacts" / ".work" / "bench-gpt4sm"
+RECORDS = ROOT / "bench" / "results" / "gpt4sm"
+STUDENTS = ("vanilla", "eaaf", "eaar", "eaap", "eaap_copyemb")
+ROWS = ("dcnv2", "dcnv2_teacher", *STUDENTS)  # the table's rows, in order
+SWAP_TEACHER = "SmolLM2-135M-Instruct"
+PROTOCOLS = {"random": "seeds3", "cold_item": "cold_item"}
+# every training row; 5 epochs (a step costs ~0.2-0.3 s whatever the batch, see params.yaml), patience 2
+RECIPE = ("gpt4sm.rows=null", "gpt4sm.train.max_epochs=5", "gpt4sm.train.patience=2")
+
+
+def cells() -> dict[str, Cell]:
+    store = override("hidden_states.store", str(ROOT / "artifacts" / ".work" / "hidden_states"))
+    shared = (*RECIPE, store)
+    everything = ("train@dcnv2", *(f"gpt4sm@{v}" for v in ("dcnv2_teacher", *STUDENTS)))
+    found = {
+        name: Cell(
+            name, (*(override(k, v) for k, v in read_profile(ROOT / "profiles", p).items()), *shared), everything
+        )
+        for name, p in PROTOCOLS.items()
+    }
+    seeds3 = found["random"].overrides
+    found[f"random@{SWAP_TEACHER}"] = Cell(
+        f"random@{SWAP_TEACHER}",
+        (*seeds3, f"hidden_states.teacher.model={SWAP_TEACHER}", "gpt4sm.center_teacher=true"),
+        tuple(f"gpt4sm@{v}" for v in ("dcnv2_teacher", "eaaf", "eaar", "eaap", "eaap_copyemb")),
+    )
+    one = (*shared, "train.seeds=[2024]")
+    for weight in (0.01, 0.1, 0.5):
+        found[f"random+reg{weight}"] = Cell(
+            f"random+reg{weight}", (*one, f"gpt4sm.reg_weight={weight}"), ("gpt4sm@eaar",)
+        )
+    found["random+copy_epochs20"] = Cell(
+        "random+copy_epochs20", (*one, "gpt4sm.pretrain.epochs=20"), ("gpt4sm@eaap", "gpt4sm@eaap_copyemb")
+    )
+    # one trainable student layer: a layer's forward and backward per distinct text per step (~10x a step),
+    # so on 20,000 training rows, vanilla against EaaR
+    found["random+layers1"] = Cell(
+        "random+layers1",
+        (*one, "gpt4sm.trainable_layers=1", "gpt4sm.rows=20000"),
+        ("gpt4sm@vanilla", "gpt4sm@eaar"),
+    )
+    return found
+
+
+# ---------------------------------------------------------------------- serving cost
+def latency(cell: str, seed: int = 2024, rows: int = 4096, repeats: int = 3) -> dict:
+    """Per-record inference time of every variant of ``cell`` (its checkpoints of ``seed``) on ``rows``
+    test rows in one batch, the known catalogue's states in memory; and what a NEW item's text costs
+    each variant before it can be scored (a student forward; EaaF also a teacher forward)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from assets.features import load_encoded
+    from assets.gpt4sm import Inputs, build_model, teacher_features
+    from assets.hidden_states import role_model
+    from assets.runs import scored
+    from llm4ctr.params import load_params
+    from models.trainer import TrainConfig, Trainer, load_model
+
+    folder = WORK / cell
+    artifacts = folder / "artifacts"
+    params = load_params(folder / "params.yaml")
+    inputs = Inputs(params, folder)
+    test = {k: v[:rows] for k, v in scored(inputs.arrays)["test"].items() if k != "label"}
+    config = TrainConfig(eval_batch_size=rows, progress=False)
+    torch.set_num_threads(2)
+
+    def timed(model, arrays) -> float:
+        trainer = Trainer(model, config)
+        trainer.predict(arrays)  # warm-up
+        best = min(_seconds(trainer.predict, arrays) for _ in range(repeats))
+        return round(best / len(next(iter(arrays.values()))) * 1e6, 1)
+
+    encoder, encoded = load_encoded(folder, DATASET)
+    zoo_test = {k: v[:rows] for k, v in encoded["test"].items() if k != "label"}
+    out = {"rows": rows, "variants": {}}
+    out["variants"]["dcnv2"] = {
+        "us_per_record": timed(
+            load_model(folder / "artifacts" / "train" / DATASET / "dcnv2" / f"seed{seed}"), zoo_test
+        ),
+        "teacher_at_inference": False,
+    }
+    dense = teacher_features(test, inputs.teacher)
+    out["variants"]["dcnv2_teacher"] = {
+        "us_per_record": timed(
+            load_model(artifacts / "gpt4sm" / DATASET / "dcnv2_teacher" / f"seed{seed}"),
+            {**zoo_test, "dense": dense},
+        ),
+        "teacher_at_inference": True,
+    }
+    for variant in STUDENTS:
+        path = artifacts / "gpt4sm" / DATASET / variant / f"seed{seed}" / "model.safetensors"
+        if not path.is_file():
+            continue
+        model = build_model(params, variant, inputs.student, inputs.teacher, seed)
+        model.load_state_dict(load_file(str(path)), strict=False)
+        out["variants"][variant] = {"us_per_record": timed(model, test), "teacher_at_inference": variant == "eaaf"}
+    text = inputs.texts.texts[1]
+    keys = {"student": "gpt4sm.student", "teacher": "hidden_states.teacher.model"}
+    for role, key in keys.items():
+        path = role_model(params, str(params.get_path(key)))
+        tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+        batch = tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            encoder(**batch)
+            seconds = min(_seconds(encoder, **batch) for _ in range(repeats))
+        out[f"new_text_{role}_ms"] = round(seconds * 1e3, 1)
+    out["threads"] = torch.get_num_threads()
+    out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_text(RECORDS / f"latency-{cell}.json", json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def _seconds(call, *args, **kwargs) -> float:
+    """Wall seconds of ``call(*args, **kwargs)``."""
+    started = time.perf_counter()
+    call(*args, **kwargs)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------- report
+def _models(records: dict[str, dict], cell: str) -> dict[str, dict]:
+    """The results of ``cell``; the teacher swap borrows the teacher-free rows of ``random``."""
+    models = dict(records.get(cell, {}).get("results", {}).get("models", {}))
+    if cell.startswith("random@") and "random" in records:
+        for name in ("dcnv2", "vanilla"):
+            models.setdefault(name, records["random"]["results"]["models"].get(name))
+    return models
+
+
+def main_table(records: dict[str, dict], cell: str) -> str:
+    """Rows = DCNv2, DCNv2 + teacher, the student variants; AUC, vs DCNv2, vs vanilla, LogLoss, per-user."""
+    models = _models(records, cell)
+    if not models:
+        return f"(run `python bench/bench_gpt4sm.py run --cells {cell}`)\n"
+    lines = [
+        "| method | AUC ± std (seeds) | vs DCNv2: points / RelaImpr | vs vanilla | LogLoss | user AUC | user nDCG@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ROWS:
+        entry = models.get(name)
+        if not entry:
+            continue
+        lines.append(
+            f"| {name} | {auc_cell(entry)} | {versus(entry, models.get('dcnv2'))} | "
+            f"{versus(entry, models.get('vanilla')) if name in STUDENTS else '-'} | {entry['logloss']:.4f} | "
+            f"{entry.get('user_auc', float('nan')):.4f} | {entry.get('user_ndcg10', float('nan')):.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def segment_table(records: dict[str, dict], cell: str) -> str:
+    """Long-tail 2x2 test AUC of every row of the main table."""
+    models = _models(records, cell)
+    if not models:
+        return "-\n"
+    segments = next(iter(models.values()))["per_segment"]
+    lines = ["| method | " + " | ".join(segments) + " |", "|---|" + "---|" * len(segments)]
+    for name in ROWS:
+        if models.get(name):
+            lines.append(f"| {name} | " + " | ".join(f"{models[name]['per_segment'][s]:.4f}" for s in segments) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def search_table(records: dict[str, dict]) -> str:
+    """The ``random+<change>`` cells (seed 2024) against the 3-seed vanilla and the same variant's seed 2024."""
+    base = _models(records, "random")
+    lines = [
+        "| change | variant | AUC (seed 2024) | same variant, default (seed 2024) | vanilla (seed 2024) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, record in records.items():
+        protocol, _, change = name.partition("+")
+        if protocol != "random" or not change:
+            continue
+        for variant, entry in record["results"]["models"].items():
+            default, vanilla = base.get(variant), base.get("vanilla")
+            lines.append(
+                f"| {change} | {variant} | {entry['auc_seeds'][0]:.4f} | "
+                f"{default['auc_seeds'][0] if default else float('nan'):.4f} | "
+                f"{vanilla['auc_seeds'][0] if vanilla else float('nan'):.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(records: dict[str, dict]) -> str:
+    """Training seconds per seed (the cells' stage times / seeds) and the latency record."""
+    lines = ["| stage instance | random (s, all seeds) | cold_item (s) |", "|---|---|---|"]
+    labels = sorted({k for c in PROTOCOLS for k in records.get(c, {}).get("stage_seconds", {}) if "gpt4sm" in k
+                     or k in ("train@dcnv2", "hidden_states_teacher")})  # fmt: skip
+    for label in labels:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(str(records.get(c, {}).get("stage_seconds", {}).get(label, "-")) for c in PROTOCOLS)
+            + " |"
+        )
+    path = RECORDS / "latency-random.json"
+    if path.is_file():
+        latency = json.loads(path.read_text())
+        lines += [
+            "",
+            f"Inference on {latency['rows']} test rows in one batch ({latency['threads']} threads), the known "
+            "texts' states in memory; a NEW item must first pass its text through the student "
+            f"({latency['new_text_student_ms']} ms) and, for EaaF / DCNv2 + teacher, the teacher "
+            f"({latency['new_text_teacher_ms']} ms):",
+            "",
+            "| variant | µs per record | teacher at inference |",
+            "|---|---|---|",
+        ]
+        for name, figures in latency["variants"].items():
+            lines.append(
+                f"| {name} | {figures['us_per_record']} | {'yes' if figures['teacher_at_inference'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def report() -> None:
+    from llm4ctr.atomic import replace_block
+
+    records = read_records(RECORDS, skip=tuple(p.stem for p in RECORDS.glob("latency-*.json")))
+    doc = ROOT / "docs" / "RESULTS_GPT4SM.md"
+    for cell in (*PROTOCOLS, f"random@{SWAP_TEACHER}"):
+        replace_block(doc, f"gpt4sm {cell}", main_table(records, cell))
+        replace_block(doc, f"gpt4sm {cell} segments", segment_table(records, cell))
+    replace_block(doc, "gpt4sm search", search_table(records))
+    replace_block(doc, "gpt4sm cost", cost_table(records))
+    print(doc.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("run", "rescore", "latency", "report"))
+    parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
+    parser.add_argument("--cell", default="random", help="latency: the cell whose checkpoints are timed")
+    parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
+    args = parser.parse_args()
+    known = cells()
+    if args.what in ("run", "rescore"):
+        for name in args.cells or list(known):
+            if name not in known:
+                raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
+            started = time.time()
+            if args.what == "run":
+                run_cell(known[name], WORK, RECORDS, args.update)
+            else:
+                score_cell(known[name], WORK, RECORDS)
+            print(f"{name}: {args.what} done in {time.time() - started:.0f} s", flush=True)
+    elif args.what == "latency":
+        latency(args.cell)
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
