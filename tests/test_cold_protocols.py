@@ -73,8 +73,14 @@ def test_user_prompts_come_from_train_only_and_cold_users_get_the_profile_only_p
     splits = splits_of("cold_user")
     clean = prompts.build(splits, config, recent_n=5)
     dirty = prompts.build(poisoned(splits, "cold_user"), config, recent_n=5)
-    for kind in clean:
+    for kind in ("scenario", "user"):  # built from training interactions
         pd.testing.assert_frame_equal(clean[kind], dirty[kind])
+    # the profile is the user's own fields (content, like an item's text): it follows the user's rows
+    poisoned_test = poisoned(splits, "cold_user")["test"].drop_duplicates("user_id")
+    profiles = dirty["profile"].set_index("user_id")["text"]
+    for row in poisoned_test.head(5).to_dict("records"):
+        gender = {"F": "female", "M": "male"}[row["gender"]]
+        assert profiles[str(row["user_id"])] == f"Age: {row['age']} Gender: {gender} Occupation: {row['occupation']}"
     users = clean["user"].set_index("user_id")
     held_out = set(splits["valid"]["user_id"].astype(str)) | set(splits["test"]["user_id"].astype(str))
     assert held_out and (users.loc[sorted(held_out), "n_liked"] == 0).all()

@@ -39,6 +39,7 @@ REAL_CHANGE = {  # stage -> a hyper-parameter it declares
     "clickprompt": {"clickprompt.finetune.alpha": 0.9},
     "learn_tower": {"learn.tower_train.lr": 0.5},
     "learn": {"learn.ranker.aux_weight": 0.5},
+    "gpt4sm": {"gpt4sm.reg_weight": 0.5},
 }
 
 
