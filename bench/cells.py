@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.metrics import relaimpr
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "ml-100k"
 
@@ -127,11 +129,11 @@ def versus(entry: dict | None, base: dict | None) -> str:
     if not entry or not base or entry is base:
         return "-"
     points = (entry["auc"] - base["auc"]) * 100
-    relaimpr = (entry["auc"] - base["auc"]) / base["auc"] * 100
+    relative = relaimpr(entry["auc"], base["auc"]) * 100
     apart = ""
     if len(entry.get("auc_seeds", [])) > 1 and len(base.get("auc_seeds", [])) > 1:
         if min(entry["auc_seeds"]) > max(base["auc_seeds"]):
             apart = " ▲"
         elif max(entry["auc_seeds"]) < min(base["auc_seeds"]):
             apart = " ▼"
-    return f"{points:+.2f} / {relaimpr:+.2f}%{apart}"
+    return f"{points:+.2f} / {relative:+.2f}%{apart}"
