@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.metrics import auc, logloss, longtail_mask, relaimpr, segment_aucs
+from models.metrics import auc, grouped_auc, grouped_ndcg, logloss, longtail_mask, relaimpr, segment_aucs
 
 
 def test_auc_on_a_tiny_example():
@@ -61,3 +61,27 @@ def test_segment_aucs_split_rows_into_the_2x2_table():
     assert result["lt_user&head_item"] == {"auc": 0.0, "n": 2}
     assert result["head_user&lt_item"] == {"auc": 1.0, "n": 2}
     assert result["head_user&head_item"]["n"] == 2 and math.isnan(result["head_user&head_item"]["auc"])
+
+
+def test_grouped_auc_is_the_mean_of_each_groups_auc_ties_included():
+    """Groups with one label are left out; tied scores count one half, as roc_auc_score."""
+    y = [1, 0, 0, 1, 1, 0, 1, 1]
+    p = [0.9, 0.4, 0.4, 0.4, 0.2, 0.8, 0.5, 0.6]
+    users = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    # a: positives 0.9 and 0.4 vs negatives 0.4, 0.4 -> (1 + 1 + 0.5 + 0.5) / 4 = 0.75; b: 0.0; c: one label
+    assert grouped_auc(y, p, users) == pytest.approx((0.75 + 0.0) / 2)
+    rng = np.random.default_rng(3)
+    y, p, users = rng.integers(0, 2, 500), rng.integers(0, 5, 500) / 4, rng.integers(0, 30, 500)
+    frame = pd.DataFrame({"y": y, "p": p, "u": users})
+    expected = [auc(g["y"], g["p"]) for _, g in frame.groupby("u") if g["y"].nunique() == 2]
+    assert grouped_auc(y, p, users) == pytest.approx(np.mean(expected), abs=1e-12)
+    assert math.isnan(grouped_auc([1, 1, 0], [0.1, 0.2, 0.3], ["a", "a", "b"]))
+
+
+def test_grouped_ndcg_on_a_hand_made_ranking():
+    """User a ranks its one positive second: 1/log2(3); user b's positive first: 1; c has no positive."""
+    y = [0, 1, 1, 0, 0]
+    p = [0.9, 0.5, 0.7, 0.1, 0.3]
+    users = ["a", "a", "b", "b", "c"]
+    assert grouped_ndcg(y, p, users, k=10) == pytest.approx((1 / math.log2(3) + 1.0) / 2)
+    assert grouped_ndcg(y, p, users, k=1) == pytest.approx(0.5)
