@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import Cell, auc_cell, override, read_records, run_cell, score_cell, versus  # noqa: E402
+from bench.cells import Cell, auc_cell, override, read_records, run_cells, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
 from llm4ctr.params import read_profile  # noqa: E402
 
@@ -281,17 +280,8 @@ def main() -> None:
     parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
     parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
     args = parser.parse_args()
-    known = cells()
     if args.what in ("run", "rescore"):
-        for name in args.cells or list(known):
-            if name not in known:
-                raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
-            started = time.time()
-            if args.what == "run":
-                run_cell(known[name], WORK, RECORDS, args.update, prepare=_prepare(known[name]))
-            else:
-                score_cell(known[name], WORK, RECORDS)
-            print(f"{name}: {args.what} done in {time.time() - started:.0f} s", flush=True)
+        run_cells(cells(), args.cells, args.what, WORK, RECORDS, args.update, prepare=_prepare)
     else:
         report()
 

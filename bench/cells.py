@@ -72,6 +72,30 @@ def run_cell(
     return score_cell(cell, work, records)
 
 
+def run_cells(
+    known: dict[str, Cell],
+    names: list[str] | None,
+    what: str,
+    work: Path,
+    records: Path,
+    update: bool = False,
+    prepare: Callable[[Cell], Callable[[Path], None] | None] = lambda cell: None,
+) -> None:
+    """``what`` = "run" (run or resume, then score) or "rescore" each of ``names`` (default: every known
+    cell, in order), with a line per finished cell; ``prepare(cell)`` gives run_cell's ``prepare``."""
+    import time
+
+    for name in names or list(known):
+        if name not in known:
+            raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
+        started = time.time()
+        if what == "run":
+            run_cell(known[name], work, records, update, prepare=prepare(known[name]))
+        else:
+            score_cell(known[name], work, records)
+        print(f"{name}: {what} done in {time.time() - started:.0f} s", flush=True)
+
+
 def score_cell(cell: Cell, work: Path, records: Path) -> dict:
     """Score the predictions a cell's run wrote with this checkout's evaluate stage (the same figures for
     every cell, whichever commit trained it) and record them with the cell's stage times."""
