@@ -143,7 +143,9 @@ def test_copy_pretraining_moves_only_toward_the_teacher_without_labels():
 def test_each_distinct_text_is_encoded_once_and_chunks_agree():
     model = _model("eaar").eval()
     texts = torch.tensor([3, 1, 3, 6, 2, 1])
-    h, c = model.encode(texts)
+    distinct, inverse, h, c = model.encode(texts)
+    assert distinct.tolist() == [1, 2, 3, 6]
+    h, c = h[inverse], c[inverse]
     for i, t in enumerate(texts.tolist()):
         tokens, mask = model.student(torch.tensor([t]))
         alone_h, alone_c = model.tower(tokens, mask, model.teacher[[t]])

@@ -82,8 +82,9 @@ class GPT4SM(nn.Module):
                    "trainable_layers": len(student.layers), "texts": int(teacher.shape[0])}  # fmt: skip
         self.build_config = build_record("gpt4sm", {}, hparams)
 
-    def encode(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(h, c) of every entry of ``texts`` (a flat index tensor).
+    def encode(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(distinct, inverse, h, c) of ``texts`` (a flat index tensor): its distinct texts, the index of
+        each entry among them, and h and c of each distinct text (entry i's h is ``h[inverse[i]]``).
 
         Each distinct text is encoded once, in chunks of similar length (each chunk is cut to its
         longest text, so short texts do not pay for the longest one's padding).
@@ -97,13 +98,14 @@ class GPT4SM(nn.Module):
         place = torch.argsort(order)  # sorted position of each distinct text
         h = torch.cat([p[0] for p in parts])[place]
         c = None if parts[0][1] is None else torch.cat([p[1] for p in parts])[place]
-        return h[inverse], None if c is None else c[inverse]
+        return distinct, inverse, h, c
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         item, history, profile = (batch[k] for k in TEXT_KEYS)
         rows, length = history.shape
         texts = torch.cat([item, history.reshape(-1), profile])
-        h, c = self.encode(texts)
+        distinct, inverse, h, c = self.encode(texts)
+        h = h[inverse]
         candidate = h[:rows]
         members = torch.cat([h[rows : rows + rows * length].view(rows, length, -1), h[-rows:].unsqueeze(1)], dim=1)
         present = torch.cat([history > 0, torch.ones(rows, 1, dtype=torch.bool, device=history.device)], dim=1)
@@ -111,7 +113,8 @@ class GPT4SM(nn.Module):
         logit = self.head(torch.cat([query, candidate, query * candidate], dim=-1)).squeeze(-1)
         out = {"logit": logit}
         if self.reg_weight and self.training:
-            out["aux_loss"] = self.reg_weight * regulariser(squared_distance(c, self.teacher[texts]), rows, history)
+            distance = squared_distance(c, self.teacher[distinct])[inverse]  # per distinct text, then per entry
+            out["aux_loss"] = self.reg_weight * regulariser(distance, rows, history)
         return out
 
     # ------------------------------------------------------------------ copy pre-training (EaaP)
