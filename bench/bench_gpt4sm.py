@@ -14,7 +14,7 @@ Cells (every student variant and DCNv2 + teacher on the same test rows as DCNv2,
 - ``random@SmolLM2-135M-Instruct``: the teacher swap, mean-pooled decoder states (centred); the
   teacher-free rows (DCNv2, vanilla) are the ``random`` cell's, which the same seeds reproduce;
 - ``random+<change>``: the search for why (seed 2024): EaaR's w_r grid, EaaP's N_ep, one trainable
-  student layer (on 20,000 rows: vanilla and EaaR).
+  student layer (on 20,000 rows: vanilla and EaaR), three times the epochs (vanilla, EaaF, EaaR).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import DATASET, Cell, auc_cell, override, read_records, run_cells, versus  # noqa: E402
+from bench.cells import DATASET, Cell, auc_cell, merged, override, read_records, run_cells, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
 from llm4ctr.params import read_profile  # noqa: E402
 
@@ -70,8 +70,14 @@ def cells() -> dict[str, Cell]:
     # so on 20,000 training rows, vanilla against EaaR
     found["random+layers1"] = Cell(
         "random+layers1",
-        (*one, "gpt4sm.trainable_layers=1", "gpt4sm.rows=20000"),
+        merged(*one, "gpt4sm.trainable_layers=1", "gpt4sm.rows=20000"),
         ("gpt4sm@vanilla", "gpt4sm@eaar"),
+    )
+    # too few steps? every teacher-free and every teacher-using family at three times the epochs
+    found["random+epochs15"] = Cell(
+        "random+epochs15",
+        merged(*one, "gpt4sm.train.max_epochs=15", "gpt4sm.train.patience=3"),
+        ("gpt4sm@vanilla", "gpt4sm@eaaf", "gpt4sm@eaar"),
     )
     return found
 

@@ -41,6 +41,12 @@ def override(key: str, value) -> str:
     return f"{key}={json.dumps(value) if isinstance(value, list) else value}"
 
 
+def merged(*overrides: str) -> tuple[str, ...]:
+    """``key=value`` overrides with one entry per key, the last one given (DVC refuses repeated keys)."""
+    last = {o.split("=", 1)[0]: o for o in overrides}
+    return tuple(last.values())
+
+
 def run_command(command: list[str], cwd: Path, log, code: Path | None = None) -> None:
     """Run ``command`` in the cell's clone with ``code`` (default: the clone's code) first on the import path."""
     bin_dir = str(Path(sys.executable).parent)  # the stages' `llm4ctr` commands: this venv's
