@@ -54,6 +54,11 @@ BATCH = {  # 2 rows: candidates 1 and 2; histories [3, 4] and [5, 0 (padding)]; 
 
 
 @torch.no_grad()
+def scalar(value: torch.Tensor) -> float:
+    """A one-element tensor's value, out of the autograd graph."""
+    return value.detach().item()
+
+
 def _copied(model: GPT4SM, texts: list[int]) -> torch.Tensor:
     tokens, mask = model.student(torch.tensor(texts))
     return model.tower.copied(tokens)
@@ -63,12 +68,12 @@ def _copied(model: GPT4SM, texts: list[int]) -> torch.Tensor:
 def test_eaar_loss_is_the_half_mean_of_both_sides_by_hand():
     model = _model("eaar", reg_weight=0.05).train()
     u = model.teacher
-    d = {t: float(((_copied(model, [t])[0] - u[t]) ** 2).sum()) for t in range(1, TEXTS)}
+    d = {t: scalar(((_copied(model, [t])[0] - u[t]) ** 2).sum()) for t in range(1, TEXTS)}
     candidate = (d[1] + d[2]) / 2
     query = (d[3] + d[4] + d[6] + d[5] + d[6]) / 5  # both rows' history items (padding left out) and profiles
     out = model(BATCH)
-    assert float(out["aux_loss"]) == pytest.approx(0.05 * 0.5 * (query + candidate), rel=1e-5)
-    assert float(regulariser(torch.tensor([1.0, 3.0, 2.0, 4.0, 6.0, 99.0, 8.0, 10.0]), 2, BATCH["history"])) == (
+    assert scalar(out["aux_loss"]) == pytest.approx(0.05 * 0.5 * (query + candidate), rel=1e-5)
+    assert scalar(regulariser(torch.tensor([1.0, 3.0, 2.0, 4.0, 6.0, 99.0, 8.0, 10.0]), 2, BATCH["history"])) == (
         pytest.approx(0.5 * ((1 + 3) / 2 + (2 + 4 + 6 + 8 + 10) / 5))
     )  # candidates [1, 3]; slots [2, 4, 6, 99 (padding)]; profiles [8, 10]
 
@@ -76,9 +81,9 @@ def test_eaar_loss_is_the_half_mean_of_both_sides_by_hand():
 def test_copy_loss_is_the_mean_squared_distance_by_hand():
     model = _model("eaap")
     texts = [1, 4]
-    by_hand = np.mean([float(((_copied(model, [t])[0] - model.teacher[t]) ** 2).sum()) for t in texts])
-    assert float(model.copy_loss(torch.tensor(texts))) == pytest.approx(by_hand, rel=1e-5)
-    assert float(squared_distance(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]]))) == 25.0
+    by_hand = np.mean([scalar(((_copied(model, [t])[0] - model.teacher[t]) ** 2).sum()) for t in texts])
+    assert scalar(model.copy_loss(torch.tensor(texts))) == pytest.approx(by_hand, rel=1e-5)
+    assert scalar(squared_distance(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]]))) == 25.0
 
 
 def test_only_eaar_adds_a_loss_and_only_while_training():
@@ -92,11 +97,11 @@ def test_eaar_regularises_both_sides():
     """Moving the candidate's teacher vector changes the loss; so does moving a history item's, and the
     gradient reaches the copy head through candidate and query texts alike."""
     base = _model("eaar")
-    loss = float(base.train()(BATCH)["aux_loss"])
+    loss = scalar(base.train()(BATCH)["aux_loss"])
     for text in (1, 3):  # a candidate, a history item
         teacher = base.teacher.clone()
         teacher[text] = -teacher[text]
-        assert float(_model("eaar", teacher).train()(BATCH)["aux_loss"]) != pytest.approx(loss)
+        assert scalar(_model("eaar", teacher).train()(BATCH)["aux_loss"]) != pytest.approx(loss)
     candidate_only = {**BATCH, "history": torch.zeros_like(BATCH["history"])}
     model = _model("eaar").train()
     model(candidate_only)["aux_loss"].backward()
@@ -132,9 +137,9 @@ def test_copy_pretraining_moves_only_toward_the_teacher_without_labels():
     model = _model("eaap")
     texts = torch.arange(1, TEXTS)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    distance = float(model.copy_loss(texts))
+    distance = scalar(model.copy_loss(texts))
     losses = copy_pretrain(model, texts, CopyConfig(epochs=30, lr=1e-2, batch_size=4, seed=0))
-    assert float(model.copy_loss(texts)) < 0.5 * distance and losses[-1] < losses[0]
+    assert scalar(model.copy_loss(texts)) < 0.5 * distance and losses[-1] < losses[0]
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and changed <= set(model.copy_state())  # the head, user pool, pooler, P: untouched
     assert not any(k.startswith(("head.", "user_pool.", "tower.pool.", "tower.out.")) for k in changed)
