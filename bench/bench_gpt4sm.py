@@ -3,6 +3,7 @@
     python bench/bench_gpt4sm.py run [--cells random cold_item ...] [--update]   # resumable, hours
     python bench/bench_gpt4sm.py rescore [--cells ...]                          # score again, this evaluate
     python bench/bench_gpt4sm.py latency [--cell random]                        # serving cost per variant
+    python bench/bench_gpt4sm.py distance                                       # where c ends up: |c - u|^2
     python bench/bench_gpt4sm.py report                                         # tables -> docs
 
 Each cell is a real pipeline run in its own clone (bench/cells.py) under
@@ -82,6 +83,11 @@ def cells() -> dict[str, Cell]:
     return found
 
 
+def cell_records() -> dict[str, dict]:
+    """The recorded cells (RECORDS also holds the latency and distance records)."""
+    return read_records(RECORDS, skip=("distance", *(p.stem for p in RECORDS.glob("latency-*.json"))))
+
+
 # ---------------------------------------------------------------------- serving cost
 def latency(cell: str, seed: int = 2024, rows: int = 4096, repeats: int = 3) -> dict:
     """Per-record inference time of every variant of ``cell`` (its checkpoints of ``seed``) on ``rows``
@@ -149,6 +155,47 @@ def latency(cell: str, seed: int = 2024, rows: int = 4096, repeats: int = 3) -> 
     out["threads"] = torch.get_num_threads()
     out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_text(RECORDS / f"latency-{cell}.json", json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return out
+
+
+# ---------------------------------------------------------------------- where c ends up
+def distance(seed: int = 2024) -> dict:
+    """Mean |c - u|^2 over every text (item texts and profiles) of each trained seed-``seed`` student of
+    each finished cell whose c lives in the teacher's space (all but EaaF), and of the EaaP copy
+    checkpoint: how far training leaves the student's own vector from the teacher (2 = unrelated unit
+    vectors, 0 = a copy). Tells whether a strategy actually pulled the student toward the teacher."""
+    import torch
+    from safetensors.torch import load_file
+
+    from assets.gpt4sm import PRETRAIN_STAGE, Inputs, build_model
+    from llm4ctr.params import load_params
+    from models.gpt4sm import squared_distance
+
+    out = {}
+    for folder in sorted(WORK / name for name in cell_records() if (WORK / name).is_dir()):  # finished cells
+        params = load_params(folder / "params.yaml")
+        inputs = Inputs(params, folder)
+        texts = torch.arange(1, len(inputs.texts.texts))
+        teacher = inputs.teacher[texts]
+        trained = {
+            variant: folder / "artifacts" / "gpt4sm" / DATASET / variant / f"seed{seed}" / "model.safetensors"
+            for variant in STUDENTS
+            if variant != "eaaf"
+        }
+        trained["eaap (copy phase only)"] = (
+            folder / "artifacts" / PRETRAIN_STAGE / DATASET / f"seed{seed}" / "copy.safetensors"
+        )
+        for name, path in trained.items():
+            if not path.is_file():
+                continue
+            model = build_model(params, name.split(" ")[0], inputs.student, inputs.teacher, seed).eval()
+            model.load_state_dict(load_file(str(path)), strict=False)
+            with torch.no_grad():
+                tokens, _ = model.student(texts)
+                c = model.tower.copied(tokens)
+            out.setdefault(folder.name, {})[name] = round(float(squared_distance(c, teacher).mean()), 4)
+    write_text(RECORDS / "distance.json", json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
     return out
 
@@ -256,22 +303,36 @@ def cost_table(records: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def distance_table() -> str:
+    """The distance record: one row per cell, one column per model whose c lives in the teacher's space."""
+    path = RECORDS / "distance.json"
+    if not path.is_file():
+        return "(run `python bench/bench_gpt4sm.py distance`)\n"
+    found = json.loads(path.read_text())
+    columns = ("vanilla", "eaar", "eaap (copy phase only)", "eaap", "eaap_copyemb")
+    lines = ["| cell | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for cell, values in found.items():
+        lines.append(f"| {cell} | " + " | ".join(str(values.get(c, "-")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report() -> None:
     from llm4ctr.atomic import replace_block
 
-    records = read_records(RECORDS, skip=tuple(p.stem for p in RECORDS.glob("latency-*.json")))
+    records = cell_records()
     doc = ROOT / "docs" / "RESULTS_GPT4SM.md"
     for cell in (*PROTOCOLS, f"random@{SWAP_TEACHER}"):
         replace_block(doc, f"gpt4sm {cell}", main_table(records, cell))
         replace_block(doc, f"gpt4sm {cell} segments", segment_table(records, cell))
     replace_block(doc, "gpt4sm search", search_table(records))
+    replace_block(doc, "gpt4sm distance", distance_table())
     replace_block(doc, "gpt4sm cost", cost_table(records))
     print(doc.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("run", "rescore", "latency", "report"))
+    parser.add_argument("what", choices=("run", "rescore", "latency", "distance", "report"))
     parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
     parser.add_argument("--cell", default="random", help="latency: the cell whose checkpoints are timed")
     parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
@@ -280,6 +341,8 @@ def main() -> None:
         run_cells(cells(), args.cells, args.what, WORK, RECORDS, args.update)
     elif args.what == "latency":
         latency(args.cell)
+    elif args.what == "distance":
+        distance()
     else:
         report()
 
