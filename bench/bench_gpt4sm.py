@@ -79,7 +79,7 @@ def cells() -> dict[str, Cell]:
     found["random+center_teacher"] = Cell(
         "random+center_teacher",
         (*seeds3, "gpt4sm.center_teacher=true"),
-        ("gpt4sm@dcnv2_teacher", "gpt4sm@eaar"),
+        ("gpt4sm@dcnv2_teacher", "gpt4sm@eaaf", "gpt4sm@eaar"),
     )
     # too few steps? every teacher-free and every teacher-using family at three times the epochs
     found["random+epochs15"] = Cell(
