@@ -4,6 +4,7 @@
     python bench/bench_gpt4sm.py rescore [--cells ...]                          # score again, this evaluate
     python bench/bench_gpt4sm.py latency [--cell random]                        # serving cost per variant
     python bench/bench_gpt4sm.py distance                                       # where c ends up: |c - u|^2
+    python bench/bench_gpt4sm.py taste                                          # taste in each text space
     python bench/bench_gpt4sm.py report                                         # tables -> docs
 
 Each cell is a real pipeline run in its own clone (bench/cells.py) under
@@ -26,6 +27,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,7 +95,7 @@ def cells() -> dict[str, Cell]:
 
 def cell_records() -> dict[str, dict]:
     """The recorded cells (RECORDS also holds the latency and distance records)."""
-    return read_records(RECORDS, skip=("distance", *(p.stem for p in RECORDS.glob("latency-*.json"))))
+    return read_records(RECORDS, skip=("distance", "taste", *(p.stem for p in RECORDS.glob("latency-*.json"))))
 
 
 # ---------------------------------------------------------------------- serving cost
@@ -107,7 +110,6 @@ def latency(cell: str, seed: int = 2024, rows: int = 4096, repeats: int = 3) -> 
     from assets.features import load_encoded
     from assets.gpt4sm import Inputs, build_model, teacher_features
     from assets.hidden_states import role_model
-    from assets.runs import scored
     from llm4ctr.params import load_params
     from models.trainer import TrainConfig, Trainer, load_model
 
@@ -115,7 +117,7 @@ def latency(cell: str, seed: int = 2024, rows: int = 4096, repeats: int = 3) -> 
     artifacts = folder / "artifacts"
     params = load_params(folder / "params.yaml")
     inputs = Inputs(params, folder)
-    test = {k: v[:rows] for k, v in scored(inputs.arrays)["test"].items() if k != "label"}
+    test = {k: v[:rows] for k, v in inputs.arrays["test"].items() if k != "label"}
     config = TrainConfig(eval_batch_size=rows, progress=False)
     torch.set_num_threads(2)
 
@@ -203,6 +205,51 @@ def distance(seed: int = 2024) -> dict:
                 c = model.tower.copied(tokens)
             out.setdefault(folder.name, {})[name] = round(float(squared_distance(c, teacher).mean()), 4)
     write_text(RECORDS / "distance.json", json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return out
+
+
+# ---------------------------------------------------------------------- what the vectors know of taste
+def taste(cells_: tuple[str, ...] = ("random", f"random@{SWAP_TEACHER}")) -> dict:
+    """No training at all: score each test row by cos(mean vector of the user's liked TRAINING items,
+    the candidate's vector) and report global and per-user test AUC, for the teacher of each cell (raw
+    and centred) and for the student's own frozen encoder (its mean-pooled token states). How much of
+    a user's taste a text space holds by itself, before any strategy uses it."""
+    import torch
+    import torch.nn.functional as F
+
+    from assets.gpt4sm import Inputs
+    from llm4ctr.params import load_params
+    from models.metrics import auc, grouped_auc
+
+    def scores(vectors: torch.Tensor, arrays: dict) -> np.ndarray:
+        history = torch.as_tensor(arrays["history"])
+        taste = F.normalize(vectors[history].sum(dim=1), dim=-1)  # row 0 (padding) is a zero vector
+        return (taste * vectors[torch.as_tensor(arrays["item"])]).sum(dim=-1).numpy()
+
+    out = {}
+    for cell in cells_:
+        folder = WORK / cell
+        for center in (False, True):
+            params = load_params(folder / "params.yaml", {"gpt4sm.center_teacher": center})
+            inputs = Inputs(params, folder)
+            test = inputs.arrays["test"]
+            user = inputs.splits["test"]["user_id"].astype(str).to_numpy()
+            name = f"teacher {params.get_path('hidden_states.teacher.model')}{' centred' if center else ''}"
+            spaces = {name: inputs.teacher}
+            if not center and cell == cells_[0]:
+                states, mask = inputs.student.states, inputs.student.mask.unsqueeze(-1)
+                pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+                student = params.get_path("gpt4sm.student")
+                student = params.get_path(f"{student}.name") if student in ("plm", "llm") else student
+                spaces[f"student {student} (frozen, mean-pooled)"] = F.normalize(pooled, dim=-1)
+            for label, vectors in spaces.items():
+                p = scores(vectors, test)
+                out[label] = {
+                    "auc": round(auc(test["label"], p), 4),
+                    "user_auc": round(grouped_auc(test["label"], p, user), 4),
+                }
+    write_text(RECORDS / "taste.json", json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
     return out
 
@@ -327,6 +374,17 @@ def distance_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def taste_table() -> str:
+    """The taste record: global and per-user test AUC of the similarity score in each text space."""
+    path = RECORDS / "taste.json"
+    if not path.is_file():
+        return "(run `python bench/bench_gpt4sm.py taste`)\n"
+    lines = ["| text space | test AUC | per-user AUC |", "|---|---|---|"]
+    for name, figures in json.loads(path.read_text()).items():
+        lines.append(f"| {name} | {figures['auc']:.4f} | {figures['user_auc']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def report() -> None:
     from llm4ctr.atomic import replace_block
 
@@ -337,13 +395,14 @@ def report() -> None:
         replace_block(doc, f"gpt4sm {cell} segments", segment_table(records, cell))
     replace_block(doc, "gpt4sm search", search_table(records))
     replace_block(doc, "gpt4sm distance", distance_table())
+    replace_block(doc, "gpt4sm taste", taste_table())
     replace_block(doc, "gpt4sm cost", cost_table(records))
     print(doc.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("run", "rescore", "latency", "distance", "report"))
+    parser.add_argument("what", choices=("run", "rescore", "latency", "distance", "taste", "report"))
     parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
     parser.add_argument("--cell", default="random", help="latency: the cell whose checkpoints are timed")
     parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
@@ -354,6 +413,8 @@ def main() -> None:
         latency(args.cell)
     elif args.what == "distance":
         distance()
+    elif args.what == "taste":
+        taste()
     else:
         report()
 
