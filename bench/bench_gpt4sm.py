@@ -237,12 +237,16 @@ def taste(cells_: tuple[str, ...] = ("random", f"random@{SWAP_TEACHER}")) -> dic
             user = inputs.splits["test"]["user_id"].astype(str).to_numpy()
             name = f"teacher {params.get_path('hidden_states.teacher.model')}{' centred' if center else ''}"
             spaces = {name: inputs.teacher}
-            if not center and cell == cells_[0]:
+            if cell == cells_[0]:  # the student's own space, centred over the item texts like the teacher's
                 states, mask = inputs.student.states, inputs.student.mask.unsqueeze(-1)
                 pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+                if center:
+                    pooled = pooled - pooled[1 : 1 + len(inputs.texts.item_row)].mean(dim=0)
+                pooled = F.normalize(pooled, dim=-1)
+                pooled[0] = 0.0  # row 0, the padding of histories, adds nothing (as in the teacher table)
                 student = params.get_path("gpt4sm.student")
                 student = params.get_path(f"{student}.name") if student in ("plm", "llm") else student
-                spaces[f"student {student} (frozen, mean-pooled)"] = F.normalize(pooled, dim=-1)
+                spaces[f"student {student} (frozen, mean-pooled){' centred' if center else ''}"] = pooled
             for label, vectors in spaces.items():
                 p = scores(vectors, test)
                 out[label] = {
