@@ -44,7 +44,7 @@ ROWS = ("dcnv2", "dcnv2_teacher", *STUDENTS)  # the table's rows, in order
 SWAP_TEACHER = "SmolLM2-135M-Instruct"
 PROTOCOLS = {"random": "seeds3", "cold_item": "cold_item"}
 # every training row; 5 epochs (a step costs ~0.2-0.3 s whatever the batch, see params.yaml), patience 2
-RECIPE = ("gpt4sm.rows=null", "gpt4sm.train.max_epochs=5", "gpt4sm.train.patience=2")
+RECIPE = ("gpt4sm.rows=null", "gpt4sm.train.max_epochs=5", "gpt4sm.train.patience=2", "gpt4sm.center_teacher=false")
 
 
 def cells() -> dict[str, Cell]:
@@ -60,7 +60,7 @@ def cells() -> dict[str, Cell]:
     seeds3 = found["random"].overrides
     found[f"random@{SWAP_TEACHER}"] = Cell(
         f"random@{SWAP_TEACHER}",
-        (*seeds3, f"hidden_states.teacher.model={SWAP_TEACHER}", "gpt4sm.center_teacher=true"),
+        merged(*seeds3, f"hidden_states.teacher.model={SWAP_TEACHER}", "gpt4sm.center_teacher=true"),
         tuple(f"gpt4sm@{v}" for v in ("dcnv2_teacher", "eaaf", "eaar", "eaap", "eaap_copyemb")),
     )
     one = (*shared, "train.seeds=[2024]")
@@ -81,8 +81,13 @@ def cells() -> dict[str, Cell]:
     # the swap teacher's vectors are centred: is it the teacher or the centring? (3 seeds)
     found["random+center_teacher"] = Cell(
         "random+center_teacher",
-        (*seeds3, "gpt4sm.center_teacher=true"),
+        merged(*seeds3, "gpt4sm.center_teacher=true"),
         ("gpt4sm@dcnv2_teacher", "gpt4sm@eaaf", "gpt4sm@eaar"),
+    )
+    found["cold_item+center_teacher"] = Cell(
+        "cold_item+center_teacher",
+        merged(*found["cold_item"].overrides, "gpt4sm.center_teacher=true"),
+        ("gpt4sm@dcnv2_teacher", "gpt4sm@eaaf"),
     )
     # too few steps? every teacher-free and every teacher-using family at three times the epochs
     found["random+epochs15"] = Cell(
