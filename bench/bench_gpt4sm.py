@@ -315,25 +315,25 @@ def segment_table(records: dict[str, dict], cell: str) -> str:
 
 
 def search_table(records: dict[str, dict]) -> str:
-    """The ``random+<change>`` cells against the same variant with the defaults and against vanilla, both
-    from the random cell on the same seeds (the first n of 2024, 2025, 2026)."""
-    base = _models(records, "random")
+    """The ``<protocol>+<change>`` cells against the same variant in the protocol's table and against vanilla,
+    both from the protocol's cell on the same seeds (the first n of 2024, 2025, 2026)."""
 
     def same_seeds(entry: dict | None, n: int) -> str:
         return f"{sum(entry['auc_seeds'][:n]) / n:.4f}" if entry else "-"
 
     lines = [
-        "| change | variant | AUC ± std (seeds) | same variant, default | vanilla |",
-        "|---|---|---|---|---|",
+        "| split | change | variant | AUC ± std (seeds) | same variant, the split's table | vanilla |",
+        "|---|---|---|---|---|---|",
     ]
     for name, record in records.items():
         protocol, _, change = name.partition("+")
-        if protocol != "random" or not change:
+        if protocol not in PROTOCOLS or not change:
             continue
+        base = _models(records, protocol)
         for variant, entry in record["results"]["models"].items():
             n = len(entry["auc_seeds"])
             lines.append(
-                f"| {change} | {variant} | {auc_cell(entry)} | {same_seeds(base.get(variant), n)} | "
+                f"| {protocol} | {change} | {variant} | {auc_cell(entry)} | {same_seeds(base.get(variant), n)} | "
                 f"{same_seeds(base.get('vanilla'), n)} |"
             )
     return "\n".join(lines) + "\n"
