@@ -356,9 +356,9 @@ def cost_table(records: dict[str, dict]) -> str:
         lines += [
             "",
             f"Inference on {latency['rows']} test rows in one batch ({latency['threads']} threads), the known "
-            "texts' states in memory; a NEW item must first pass its text through the student "
-            f"({latency['new_text_student_ms']} ms) and, for EaaF / DCNv2 + teacher, the teacher "
-            f"({latency['new_text_teacher_ms']} ms):",
+            "texts' states in memory. A NEW item's text must first be encoded: by the student for the student "
+            f"variants ({latency['new_text_student_ms']} ms), by the teacher for EaaF and DCNv2 + teacher "
+            f"({latency['new_text_teacher_ms']} ms); DCNv2 alone needs neither:",
             "",
             "| variant | µs per record | teacher at inference |",
             "|---|---|---|",
