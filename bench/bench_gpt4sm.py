@@ -12,12 +12,14 @@ artifacts/.work/bench-gpt4sm/<cell>/, recorded in bench/results/gpt4sm/<cell>.js
 store is shared with the project's default one, so the teacher's vectors are computed once.
 
 Cells (every student variant and DCNv2 + teacher on the same test rows as DCNv2, 3 seeds):
-- ``random``, ``cold_item``: the two split protocols, teacher all-mpnet-base-v2 (the default);
+- ``random``, ``cold_item``: the two split protocols, teacher all-mpnet-base-v2, its raw vectors (the
+  paper's use; the pipeline's default centres them, see the ``+center_teacher`` cells);
 - ``random@SmolLM2-135M-Instruct``: the teacher swap, mean-pooled decoder states (centred); the
   teacher-free rows (DCNv2, vanilla) are the ``random`` cell's, which the same seeds reproduce;
 - ``random+<change>``: the search for why (seed 2024): EaaR's w_r grid, EaaP's N_ep, one trainable
-  student layer (on 20,000 rows: vanilla and EaaR), three times the epochs (vanilla, EaaF, EaaR); and
-  the default teacher centred like the swap's (3 seeds).
+  student layer (on 20,000 rows: vanilla and EaaR), three times the epochs (vanilla, EaaF, EaaR);
+- ``random+center_teacher``, ``cold_item+center_teacher``: all-mpnet-base-v2 centred like the swap's
+  teacher (3 seeds).
 """
 
 from __future__ import annotations
