@@ -194,18 +194,22 @@ def distance(seed: int = 2024) -> dict:
         inputs = Inputs(params, folder)
         texts = torch.arange(1, len(inputs.texts.texts))
         teacher = inputs.teacher[texts]
-        trained = {
-            variant: folder / "artifacts" / "gpt4sm" / DATASET / variant / f"seed{seed}" / "model.safetensors"
+        trained = {  # label -> (strategy, checkpoint)
+            variant: (
+                variant,
+                folder / "artifacts" / "gpt4sm" / DATASET / variant / f"seed{seed}" / "model.safetensors",
+            )
             for variant in STUDENTS
             if variant != "eaaf"
         }
         trained["eaap (copy phase only)"] = (
-            folder / "artifacts" / PRETRAIN_STAGE / DATASET / f"seed{seed}" / "copy.safetensors"
+            "eaap",
+            folder / "artifacts" / PRETRAIN_STAGE / DATASET / f"seed{seed}" / "copy.safetensors",
         )
-        for name, path in trained.items():
+        for name, (strategy, path) in trained.items():
             if not path.is_file():
                 continue
-            model = build_model(params, name.split(" ")[0], inputs.student, inputs.teacher, seed).eval()
+            model = build_model(params, strategy, inputs.student, inputs.teacher, seed).eval()
             model.load_state_dict(load_file(str(path)), strict=False)
             with torch.no_grad():
                 tokens, _ = model.student(texts)

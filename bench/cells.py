@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,6 @@ def run_cells(
 ) -> None:
     """``what`` = "run" (run or resume, then score) or "rescore" each of ``names`` (default: every known
     cell, in order), with a line per finished cell; ``prepare(cell)`` gives run_cell's ``prepare``."""
-    import time
-
     for name in names or list(known):
         if name not in known:
             raise SystemExit(f"unknown cell {name!r}; known: {', '.join(known)}")
