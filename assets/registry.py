@@ -298,6 +298,70 @@ _PRODUCERS: tuple[Stage, ...] = (
     ),
 )
 
+_PRODUCERS += (
+    Stage(
+        name="palr_candidates",
+        description="PALR's candidate lists per evaluation user: LLMRank (target + random unseen) and LlamaRec "
+        "(the retriever's top-K).",
+        func="assets.palr_lists:candidates",
+        deps=("artifacts/split/{dataset}", "artifacts/learn_tower/{dataset}"),
+        outs=("artifacts/palr_candidates/{dataset}",),
+        params=(
+            "data.name",
+            "train.seeds",
+            "learn.sequence",
+            "learn.tower",
+            "learn.tower_train.history_len",
+            "palr.users",
+            "palr.user_seed",
+            "palr.candidates",
+            "palr.retriever",
+        ),
+    ),
+    Stage(
+        name="palr_profiles",
+        description="PALR's LLM-written user profiles from the training split (cached by content, resumable).",
+        func="assets.palr_lists:profiles",
+        deps=(
+            "artifacts/split/{dataset}",
+            "artifacts/prompts/{dataset}",
+            "artifacts/palr_candidates/{dataset}",
+            "configs/prompts.yaml",
+        ),
+        outs=("artifacts/palr_profiles/{dataset}",),
+        params=(
+            "data.name",
+            "prompts.config",
+            "llm.name",
+            "palr.llm",
+            "palr.user_seed",
+            "palr.profile",
+            "palr.finetune.pool",
+            "palr.device",
+            "palr.dtype",
+        ),
+    ),
+    Stage(
+        name="palr",
+        description="The LLM as the ranker (listwise, pointwise; zero-shot or LoRA) and the baselines on the same "
+        "lists; pointwise predicts the evaluation users' test rows.",
+        func="assets.palr:run",
+        deps=(
+            "artifacts/split/{dataset}",
+            "artifacts/features/{dataset}",
+            "artifacts/prompts/{dataset}",
+            "artifacts/train/{dataset}",
+            "artifacts/palr_candidates/{dataset}",
+            "artifacts/palr_profiles/{dataset}",
+            "configs/prompts.yaml",
+        ),
+        outs=("artifacts/palr/{dataset}/{variant}",),
+        params=("data.name", "prompts.config", "ctr.models", "train.seeds", "evaluate.base_model", "llm.name", "palr"),
+        fan_out="palr.variants",
+        scored=True,
+    ),
+)
+
 SCORED: tuple[str, ...] = tuple(s.name for s in _PRODUCERS if s.scored)
 
 STAGES: tuple[Stage, ...] = (

@@ -86,18 +86,19 @@ def work_dir(root: Path, stage: str, dataset: str, variant: str, seed: int, key:
     return path
 
 
-def predictions_frame(records: list[tuple[int, str, np.ndarray]]) -> pd.DataFrame:
-    """(seed, split, probabilities in split-file order) records -> the predictions table."""
+def predictions_frame(records: list[tuple]) -> pd.DataFrame:
+    """(seed, split, probabilities in split-file order) records -> the predictions table; a record
+    (seed, split, probabilities, rows) covers only those rows of the split (a sample of test users)."""
     frames = [
         pd.DataFrame(
             {
                 "seed": np.int64(seed),
                 "split": split,
-                "row": np.arange(len(p), dtype=np.int64),
+                "row": np.arange(len(p), dtype=np.int64) if not rows else np.asarray(rows[0], dtype=np.int64),
                 "prob": np.asarray(p, dtype=np.float64),
             }
         )
-        for seed, split, p in records
+        for seed, split, p, *rows in records
     ]
     return pd.concat(frames, ignore_index=True)
 
