@@ -13,7 +13,7 @@ tables into docs/RESULTS.md and README.md, deliberately, after the run whose fig
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.palr_tables import collect as collect_palr
+from assets.palr_tables import markdown as palr_markdown
 from assets.registry import SCORED
 from assets.runs import PREDICTIONS
 from assets.split import load_splits, split_method
@@ -95,17 +97,44 @@ class TestSet:
 
     def seed_probs(self, path: Path) -> dict[int, np.ndarray]:
         """seed -> test probabilities in test-row order from a predictions.parquet; DataError naming
-        the file when a seed does not cover the test split."""
-        preds = pd.read_parquet(path)
-        out = {}
-        for seed, group in preds[preds["split"] == "test"].groupby("seed", sort=True):
-            probs = group.sort_values("row")["prob"].to_numpy()
-            if len(probs) != len(self.y):
-                raise DataError(
-                    f"{path}: seed {seed} has {len(probs)} test predictions, the test split has {len(self.y)} rows"
-                )
-            out[int(seed)] = probs
+        the file when the seeds do not cover the test split."""
+        rows, out = self.seed_rows(path)
+        if rows is not None:
+            raise DataError(f"{path}: {len(rows)} test predictions per seed, the test split has {len(self.y)} rows")
         return out
+
+    def seed_rows(self, path: Path) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+        """(the test rows a predictions.parquet covers, None when all; seed -> probabilities on them in
+        row order). A method that scores a sample of the test users (PALR's pointwise LLM) covers some
+        rows; every seed must cover the same ones. DataError naming the file otherwise."""
+        preds = pd.read_parquet(path)
+        out, rows = {}, None
+        for seed, group in preds[preds["split"] == "test"].groupby("seed", sort=True):
+            group = group.sort_values("row")
+            covered = group["row"].to_numpy()
+            if rows is not None and not np.array_equal(rows, covered):
+                raise DataError(f"{path}: seed {seed} covers other test rows than seed {next(iter(out))}")
+            if len(covered) and (
+                covered[0] < 0 or covered[-1] >= len(self.y) or len(np.unique(covered)) < len(covered)
+            ):
+                raise DataError(f"{path}: seed {seed} has test rows outside 0..{len(self.y) - 1} or repeated")
+            rows, out[int(seed)] = covered, group["prob"].to_numpy()
+        if rows is None:
+            raise DataError(f"{path}: no test predictions")
+        return (None if len(rows) == len(self.y) else rows), out
+
+    def subset(self, rows: np.ndarray) -> TestSet:
+        """The same test set restricted to ``rows`` (long-tail masks and counts as in the whole)."""
+        return replace(
+            self,
+            test=self.test.iloc[rows],
+            y=self.y[rows],
+            scenario=self.scenario[rows],
+            lt_user=self.lt_user[rows],
+            lt_item=self.lt_item[rows],
+            item_count=self.item_count[rows],
+            user=self.user[rows],
+        )
 
     def score(self, probs: np.ndarray) -> dict[str, Any]:
         """All figures of one seed's test probabilities (:func:`score_seed`)."""
@@ -230,9 +259,14 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     base = params.get_path("evaluate.base_model")
     test_set = TestSet.load(params, root)
 
-    results, roc, calib = {}, [], []
+    results, roc, calib, sampled, all_probs = {}, [], [], {}, {}
     for name, path in discover(root, dataset, list(SCORED)).items():
-        probs = list(test_set.seed_probs(path).values())
+        rows, by_seed = test_set.seed_rows(path)
+        probs = list(by_seed.values())
+        if rows is not None:
+            sampled[name] = (path.parent.parent.parent.name, rows, probs)
+            continue
+        all_probs[name] = probs
         per_seed = [test_set.score(p) for p in probs]
         if probs:  # one curve per model: its first seed's
             roc.append(roc_points(test_set.y, probs[0]).assign(model=name))
@@ -243,12 +277,17 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     for entry in results.values():
         entry["relaimpr"] = round(relaimpr(entry["auc"], base_auc), 6) if base_auc else None
     segments = test_set.segment_rows()
+    on_sample = sample_results(test_set, sampled, all_probs.get(base))
     table = results_markdown(dataset, results, base, segments)
+    if on_sample:
+        table += "\n" + sample_markdown(on_sample, base)
+    palr = collect_palr(root, dataset)
+    table += palr_markdown(palr)
 
     with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
         write_text(tmp / "results.md", table)
         summary = {"dataset": dataset, "split_method": method, "base_model": base, "segments": segments}
-        write_json({**summary, "models": results}, tmp / "results.json")
+        write_json({**summary, "models": results, "sampled": on_sample, "palr": palr}, tmp / "results.json")
         plot_item_counts(results, segments["item_count_rows"], tmp / ITEM_COUNT_PLOT, f"{dataset}, {method} split")
         for kind, frames in (("roc", roc), ("calibration", calib)):
             (tmp / kind).mkdir()
@@ -262,6 +301,44 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         "results_md": table,
         "auc_by_item_count_png": str((artifact_dir(root, STAGE, dataset) / ITEM_COUNT_PLOT).relative_to(root)),
     }
+
+
+def sample_results(
+    test_set: TestSet, sampled: dict[str, tuple[str, np.ndarray, list[np.ndarray]]], base_probs: list | None
+) -> dict[str, Any]:
+    """The figures of the methods that scored a sample of the test rows, each next to the base model
+    on exactly the same rows (``base_auc``; RelaImpr against it)."""
+    from models.metrics import auc, relaimpr
+
+    out = {}
+    for name, (stage, rows, probs) in sampled.items():
+        part = test_set.subset(rows)
+        entry = {"stage": stage, "rows": int(len(rows)), "users": int(len(np.unique(part.user)))}
+        entry.update(aggregate([part.score(p) for p in probs]))
+        base_auc = _mean([auc(part.y, p[rows]) for p in base_probs]) if base_probs else None
+        entry["base_auc"] = base_auc
+        entry["relaimpr"] = round(relaimpr(entry["auc"], base_auc), 6) if base_auc else None
+        out[name] = entry
+    return out
+
+
+def sample_markdown(results: dict[str, Any], base: str) -> str:
+    """The table of the methods scored on a sample of the test users, with the base model on the same rows."""
+    lines = [
+        f"Scored on a sample of the test users (their test rows only), next to {base} on the same rows:",
+        "",
+        f"| model | stage | rows | users | AUC | ± | LogLoss | {base} AUC, same rows | RelaImpr | "
+        + " | ".join(SEGMENT_TITLES.values()) + " | seeds |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(SEGMENT_TITLES) + "---|",
+    ]  # fmt: skip
+    for name, r in results.items():
+        segments = " | ".join(_fmt(r["per_segment"].get(k)) for k in SEGMENT_TITLES)
+        lines.append(
+            f"| {name} | {r['stage']} | {r['rows']} | {r['users']} | {_fmt(r['auc'])} | {r['auc_std']:.4f} | "
+            f"{_fmt(r['logloss'])} | {_fmt(r['base_auc'])} | {_fmt(r['relaimpr'], pct=True)} | {segments} | "
+            f"{r['seeds']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def update_metrics(path: Path, dataset: str, results: dict[str, Any]) -> None:
