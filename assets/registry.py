@@ -350,7 +350,7 @@ _PRODUCERS += (
             "artifacts/split/{dataset}",
             "artifacts/features/{dataset}",
             "artifacts/prompts/{dataset}",
-            "artifacts/train/{dataset}",
+            "artifacts/train/{dataset}/${evaluate.base_model}",  # a zoo variant other than the base: train@<it> first
             "artifacts/palr_candidates/{dataset}",
             "artifacts/palr_profiles/{dataset}",
             "configs/prompts.yaml",
