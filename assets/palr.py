@@ -46,7 +46,7 @@ from llm4ctr.paths import artifact_dir, portable
 STAGE = "palr"
 PROTOCOLS = ("llmrank", "llamarec")
 BASELINES = ("popularity", "retriever")
-VARIANT = re.compile(r"^(listwise|pointwise)_(zeroshot|lora(\d+|all))$")
+VARIANT = re.compile(r"^(listwise|pointwise)_(zeroshot|lora([1-9]\d*|all))$")
 
 
 def parse_variant(params: Params, variant: str) -> tuple[str, int | str | None]:
@@ -102,7 +102,10 @@ def mean_figures(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     first = per_seed[0]
     return {
         protocol: {
-            shuffle: {k: round(float(np.mean([s[protocol][shuffle][k] for s in per_seed])), 6) for k in metrics}
+            shuffle: {
+                k: v if k == "lists" else round(float(np.mean([s[protocol][shuffle][k] for s in per_seed])), 6)
+                for k, v in metrics.items()
+            }
             for shuffle, metrics in by_shuffle.items()
         }
         for protocol, by_shuffle in first.items()
@@ -120,6 +123,9 @@ class Runner:
         self.shuffles = [int(s) for s in params.get_path("palr.shuffles")]
         if not self.shuffles:
             raise ParamsError(f"{params.source}: palr.shuffles must list at least one seed")
+        self.cost: dict[str, list[float]] = {}  # seconds, lists and tokens of the LLM's scoring calls
+        self.truncated, self.prompts = 0, 0
+        self.adapters: dict[int, dict] = {}  # seed -> trained LoRA weights
 
     @cached_property
     def profiles(self) -> pd.DataFrame:
@@ -357,9 +363,6 @@ class Runner:
 
     # ---- the run
     def run(self) -> dict[str, Any]:
-        self.cost: dict[str, list[float]] = {}
-        self.truncated, self.prompts = 0, 0
-        self.adapters: dict[int, dict] = {}
         trained = self.kind in ("zoo",) or (self.kind in ("listwise", "pointwise") and self.shots != 0)
         run_seeds = seeds(self.params) if trained else seeds(self.params)[:1]
         per_seed, records, fits, sharing = [], [], {}, None

@@ -64,15 +64,14 @@ class CausalLM:
 
     def frame(self, prefix: str, question: str, answer_lead: str) -> tuple[list[int], list[int]]:
         """(prefix ids, rest ids) of one prompt in the chat frame; their concatenation is what the model reads."""
-        start = [self.tokenizer.bos_token_id] if self._wants_bos() else []
-        return start + self.encode(self.head + prefix), self.encode(question + self.tail + answer_lead)
+        return self._start() + self.encode(self.head + prefix), self.encode(question + self.tail + answer_lead)
 
-    def _wants_bos(self) -> bool:
-        """A base model without a chat template whose tokenizer adds BOS (Gemma, Llama) gets it here."""
+    def _start(self) -> list[int]:
+        """[BOS] for a base model without a chat template whose tokenizer adds BOS (Gemma, Llama), else []."""
         if self.head or self.tokenizer.bos_token_id is None:
-            return False
+            return []
         probe = self.tokenizer("a")["input_ids"]
-        return bool(probe) and probe[0] == self.tokenizer.bos_token_id
+        return [self.tokenizer.bos_token_id] if probe and probe[0] == self.tokenizer.bos_token_id else []
 
     def token_logits(self, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
         """The LM head's logits of ``token_ids`` only, from final hidden states [B, H]: the full head
@@ -100,7 +99,7 @@ class CausalLM:
 
     def generate(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
         """Greedy continuation of ``prompt`` in the chat frame: (text, prompt tokens)."""
-        ids = self.encode(self.head + prompt + self.tail)
+        ids = self._start() + self.encode(self.head + prompt + self.tail)
         inputs = torch.tensor([ids], device=self.device)
         with torch.inference_mode():
             out = self.model.generate(

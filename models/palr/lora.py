@@ -86,7 +86,7 @@ def finetune(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log is not None and (step + 1) % 10 == 0:
             log(f"step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
     lm.model.eval()

@@ -45,6 +45,8 @@ class ProfileCache:
         if missing:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
+                if handle.tell() and not self.path.read_bytes().endswith(b"\n"):
+                    handle.write("\n")  # end a line cut short by a killed run before appending
                 for prompt in bar(missing, enabled=progress, desc="profiles", unit="user"):
                     text, tokens = generate(prompt)
                     self.calls += 1
