@@ -267,10 +267,7 @@ class Runner:
         examples, tokens = (self.listwise_examples if self.kind == "listwise" else self.pointwise_examples)(seed)
         settings = dict(self.params.get_path("palr.finetune.lora"))
         settings["target_modules"] = tuple(settings.get("target_modules", LoraConfig.target_modules))
-        try:
-            config = LoraConfig(**settings)
-        except TypeError as exc:
-            raise ParamsError(f"{self.params.source}: palr.finetune.lora: {exc}") from None
+        config = LoraConfig.from_dict(settings)
         started = time.perf_counter()
         losses = finetune(self.lm, examples, tokens, config, seed)
         self.adapters[seed] = adapter_state(self.lm)

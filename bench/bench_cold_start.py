@@ -28,7 +28,6 @@ Cells:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import Cell, auc_cell, override, read_records, run_cells, versus  # noqa: E402
+from bench.cells import Cell, auc_cell, main, override, read_records, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
 from llm4ctr.params import read_profile  # noqa: E402
 
@@ -274,17 +273,5 @@ def report() -> None:
     print(doc.read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("run", "rescore", "report"))
-    parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
-    parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
-    args = parser.parse_args()
-    if args.what in ("run", "rescore"):
-        run_cells(cells(), args.cells, args.what, WORK, RECORDS, args.update, prepare=_prepare)
-    else:
-        report()
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, cells(), WORK, RECORDS, report, prepare=_prepare)

@@ -18,14 +18,13 @@ Cells (LLM: SmolLM2-135M-Instruct, the default; 3 seeds for every finetuned vari
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import Cell, merged, override, read_records, run_cells  # noqa: E402
+from bench.cells import Cell, main, merged, override, read_records  # noqa: E402
 from llm4ctr.params import read_profile  # noqa: E402
 
 WORK = ROOT / "artifacts" / ".work" / "bench-palr"
@@ -119,17 +118,5 @@ def report() -> None:
     print(DOC.read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("run", "rescore", "report"))
-    parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
-    parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
-    args = parser.parse_args()
-    if args.what in ("run", "rescore"):
-        run_cells(cells(), args.cells, args.what, WORK, RECORDS, args.update)
-    else:
-        report()
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, cells(), WORK, RECORDS, report)

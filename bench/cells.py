@@ -101,6 +101,28 @@ def run_cells(
         print(f"{name}: {what} done in {time.time() - started:.0f} s", flush=True)
 
 
+def main(
+    doc: str,
+    known: dict[str, Cell],
+    work: Path,
+    records: Path,
+    report: Callable[[], None],
+    prepare: Callable[[Cell], Callable[[Path], None] | None] = lambda cell: None,
+) -> None:
+    """The command line of a bench made of cells and a report: ``run | rescore | report`` [--cells] [--update]."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("what", choices=("run", "rescore", "report"))
+    parser.add_argument("--cells", nargs="*", help="cells to run (default: all, in order)")
+    parser.add_argument("--update", action="store_true", help="fast-forward each cell's clone to this HEAD")
+    args = parser.parse_args()
+    if args.what in ("run", "rescore"):
+        run_cells(known, args.cells, args.what, work, records, args.update, prepare=prepare)
+    else:
+        report()
+
+
 def score_cell(cell: Cell, work: Path, records: Path) -> dict:
     """Score the predictions a cell's run wrote with this checkout's evaluate stage (the same figures for
     every cell, whichever commit trained it) and record them with the cell's stage times."""

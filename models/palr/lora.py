@@ -15,14 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llm4ctr.settings import Settings
 from models.palr.causal_lm import CausalLM
 from models.palr.prompts import Prompt
 from models.palr.verbalizer import last_logits
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """Adapter shape and training budget; ``steps`` = max(min_steps, epochs x batches per epoch)."""
+class LoraConfig(Settings):
+    """Adapter shape and training budget (params.yaml ``palr.finetune.lora``); ``steps`` = max(min_steps,
+    epochs x batches per epoch)."""
+
+    SECTION = "palr.finetune.lora"
 
     r: int = 8
     alpha: int = 16
@@ -34,6 +38,9 @@ class LoraConfig:
     min_steps: int = 20
     batch_size: int = 8
     max_grad_norm: float = 1.0
+
+    def __post_init__(self):
+        self.require_positive("r", "batch_size")
 
     def steps(self, examples: int) -> int:
         return max(self.min_steps, self.epochs * math.ceil(examples / self.batch_size))
