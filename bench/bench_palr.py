@@ -56,8 +56,9 @@ def cells() -> dict[str, Cell]:
                 *BUDGET,
                 "palr.finetune.pool=0",
                 "palr.retriever=popularity",
+                "palr.num_threads=1",  # runs beside the random cell: a core each
                 override("palr.variants", list(cold_variants)),
-            ),  # fmt: skip
+            ),
             ("train@dcnv2", *(f"palr@{v}" for v in cold_variants)),
         ),
     }
