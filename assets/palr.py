@@ -186,7 +186,7 @@ class Runner:
         for user, items, order in zip(part["user_id"], part["items"], part["order"]):
             ordered = np.asarray(items)[order].tolist()
             prompt, letters = self.prompter.listwise(
-                user, self.profile_of(user, kind), self.liked(self.data.train_by_user[user]), ordered
+                user, self.profile_of(user, kind), self.liked(self.data.history(user)), ordered
             )
             prompts.append(prompt)
         return prompts, letters
@@ -281,25 +281,32 @@ class Runner:
         }
 
     # ---- the LLM, pointwise
-    def pointwise_probs(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(test-row indices, P(Yes)) for every test row of the evaluation users."""
-        from models.palr import pointwise_scores
-
+    @cached_property
+    def pointwise_groups(self) -> list[tuple[str, np.ndarray, list[int], list[list[int]], int]]:
+        """(user, their test rows, prefix ids, one rest per row, history items dropped) for every scored
+        user: the evaluation users, or every user of the test split when ``palr.users`` is null."""
         test = self.data.splits["test"].reset_index(drop=True)
-        users = self.lists["user_id"].drop_duplicates().astype(str).tolist()
-        by_user = test.groupby("user_id").indices
-        rows_out, probs_out = [], []
-        started = time.perf_counter()
+        if self.params.get_path("palr.users") is None:
+            users = sorted(test["user_id"].astype(str).unique())
+        else:
+            users = self.lists["user_id"].drop_duplicates().astype(str).tolist()
+        by_user = test.groupby(test["user_id"].astype(str)).indices
+        groups = []
         for user in users:
             rows = np.sort(by_user.get(user, np.zeros(0, dtype=int)))
-            prefix, rests, dropped = self.prompter.pointwise(
-                user, self.data.train_by_user[user], test.loc[rows, "item_id"].tolist()
-            )
-            probs_out.append(
-                pointwise_scores(
-                    self.lm, prefix, rests, self.prompter.yes_no, True, positive_int(self.params, "palr.batch_tokens")
-                )
-            )
+            items = test.loc[rows, "item_id"].tolist()
+            groups.append((user, rows, *self.prompter.pointwise(user, self.data.history(user), items)))
+        return groups
+
+    def pointwise_probs(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(test-row indices, P(Yes)) for every test row of the scored users."""
+        from models.palr import pointwise_scores
+
+        batch = positive_int(self.params, "palr.batch_tokens")
+        rows_out, probs_out = [], []
+        started = time.perf_counter()
+        for _, rows, prefix, rests, dropped in self.pointwise_groups:
+            probs_out.append(pointwise_scores(self.lm, prefix, rests, self.prompter.yes_no, True, batch))
             rows_out.append(rows)
             self.truncated += int(dropped > 0)
             self.prompts += 1
@@ -309,22 +316,14 @@ class Runner:
 
     def sharing_cost(self, seed: int) -> dict[str, Any]:
         """Pointwise ms per record with and without prefix sharing, and the zoo base model's, on the test
-        rows of ``palr.cost_users`` evaluation users (same machine, same run; the scores must agree)."""
+        rows of the first ``palr.cost_users`` scored users (same machine, same run; the scores must agree)."""
         from models.palr import pointwise_scores
 
-        test = self.data.splits["test"].reset_index(drop=True)
-        users = (
-            self.lists["user_id"].drop_duplicates().astype(str).tolist()[: positive_int(self.params, "palr.cost_users")]
-        )
-        by_user = test.groupby("user_id").indices
+        groups = self.pointwise_groups[: positive_int(self.params, "palr.cost_users")]
         batch = positive_int(self.params, "palr.batch_tokens")
         seconds = {True: 0.0, False: 0.0}
         gap, records = 0.0, 0
-        for user in users:
-            rows = np.sort(by_user.get(user, np.zeros(0, dtype=int)))
-            prefix, rests, _ = self.prompter.pointwise(
-                user, self.data.train_by_user[user], test.loc[rows, "item_id"].tolist()
-            )
+        for _, _, prefix, rests, _ in groups:
             got = {}
             for share in (False, True):
                 started = time.perf_counter()
@@ -333,7 +332,7 @@ class Runner:
             gap = max(gap, float(np.abs(got[True] - got[False]).max()) if len(rests) else 0.0)
             records += len(rests)
         base = str(self.params.get_path("evaluate.base_model"))
-        frame = test[test["user_id"].astype(str).isin(users)]
+        frame = self.data.splits["test"].reset_index(drop=True).iloc[np.concatenate([g[1] for g in groups])]
         zoo_ms = None
         if base in self.params.get_path("ctr.models"):
             predictor = self.zoo_predictor(base, seed)
@@ -341,7 +340,7 @@ class Runner:
             predictor.predict_frame(frame)
             zoo_ms = round(1000 * (time.perf_counter() - started) / max(len(frame), 1), 4)
         return {
-            "users": len(users),
+            "users": len(groups),
             "records": records,
             "ms_per_record_shared": round(1000 * seconds[True] / max(records, 1), 3),
             "ms_per_record_unshared": round(1000 * seconds[False] / max(records, 1), 3),

@@ -77,6 +77,10 @@ class Data:
         ordered = self.train.sort_values("timestamp", kind="stable")
         return {str(u): rows for u, rows in ordered.groupby("user_id", sort=False)}
 
+    def history(self, user: str) -> pd.DataFrame:
+        """The user's training rows, oldest first (none for a user the training split never saw)."""
+        return self.train_by_user.get(user, self.train.iloc[:0])
+
     def join(self, items) -> str:
         return self.text("separator").join(self.titles[list(items)]) or self.text("none")
 

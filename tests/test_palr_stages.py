@@ -328,3 +328,24 @@ def test_unknown_variant_names_itself(project):
     root, overrides, _ = project
     with pytest.raises(ParamsError, match="unknown variant 'listwise_fewshot'"):
         palr.run(project_params(overrides), root, "listwise_fewshot")
+
+
+def test_evaluate_scores_a_sample_next_to_the_base_model_and_all_users_in_the_main_table(project):
+    from assets import evaluate
+    from models.metrics import auc
+
+    root, overrides, _ = project
+    sampled, everyone = "pointwise_zeroshot", "pointwise_lora1"
+    palr.run(project_params(overrides), root, sampled)
+    palr.run(project_params({**overrides, "palr.users": None, "palr.finetune.lora.min_steps": 1}), root, everyone)
+    evaluate.run(project_params(overrides), root)
+    results = json.loads((root / "artifacts" / "evaluate" / "ml-100k" / "results.json").read_text())
+    assert everyone in results["models"] and everyone not in results["sampled"]  # every test user: the main table
+    entry = results["sampled"][sampled]
+    rows = pd.read_parquet(root / "artifacts" / "palr" / "ml-100k" / sampled / "predictions.parquet")["row"]
+    base = pd.read_parquet(root / "artifacts" / "train" / "ml-100k" / "dcnv2" / "predictions.parquet")
+    y = _splits(root)["test"]["label"].to_numpy()
+    by_seed = [g.sort_values("row")["prob"].to_numpy() for _, g in base[base["split"] == "test"].groupby("seed")]
+    assert entry["rows"] == len(rows) < len(y)
+    assert entry["base_auc"] == pytest.approx(np.mean([auc(y[rows], p[rows]) for p in by_seed]), abs=1e-6)
+    assert "PALR listwise ranking" in (root / "artifacts" / "evaluate" / "ml-100k" / "results.md").read_text()
