@@ -57,6 +57,7 @@ def cells() -> dict[str, Cell]:
                 "palr.finetune.pool=0",
                 "palr.retriever=popularity",
                 "palr.num_threads=1",  # runs beside the random cell: a core each
+                "learn.towers=[id]",  # the popularity retriever needs no tower; palr_candidates reads their folder
                 override("palr.variants", list(cold_variants)),
             ),
             ("train@dcnv2", *(f"palr@{v}" for v in cold_variants)),
