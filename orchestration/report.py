@@ -46,6 +46,13 @@ def results_table(root: Path, dataset: str) -> str:
             f"{name:<28}{r['stage']:<14}{r['auc']:>8.4f}{r['auc_std']:>8.4f}{r['logloss']:>9.4f}"
             f"{relaimpr:>10}{r['seeds']:>6}"
         )
+    base = results["base_model"]
+    for name, r in sorted(results.get("sampled", {}).items(), key=lambda kv: -kv[1]["auc"]):
+        versus = "-" if r.get("base_auc") is None else f"{r['base_auc']:.4f}"
+        lines.append(
+            f"{name:<28}{r['stage']:<14}{r['auc']:>8.4f}{r['auc_std']:>8.4f}{r['logloss']:>9.4f}   on {r['rows']} test "
+            f"rows of {r['users']} users ({base} there: {versus})"
+        )
     return "\n".join(lines)
 
 
