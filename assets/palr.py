@@ -23,6 +23,7 @@ cost, truncated prompts), predictions.parquet (pointwise) and seed<k>/adapter.sa
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ import pandas as pd
 
 from assets.palr_inputs import PROFILES_STAGE, Data, Prompter, load_lm, positive_int, read_candidates, without
 from assets.registry import get_stage
-from assets.runs import PREDICTIONS, SUMMARY, predictions_frame, seeds
+from assets.runs import PREDICTIONS, SUMMARY, predictions_frame, resume_key, seeds, work_dir
 from assets.schema import DATASET_FEATURES
 from assets.tables import read_table, write_json, write_table
 from llm4ctr.atomic import atomic_dir, save_tensors
@@ -44,6 +45,7 @@ from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir, portable
 
 STAGE = "palr"
+ADAPTER = "adapter.safetensors"
 PROTOCOLS = ("llmrank", "llamarec")
 BASELINES = ("popularity", "retriever")
 VARIANT = re.compile(r"^(listwise|pointwise)_(zeroshot|lora([1-9]\d*|all))$")
@@ -123,7 +125,7 @@ class Runner:
         self.shuffles = [int(s) for s in params.get_path("palr.shuffles")]
         if not self.shuffles:
             raise ParamsError(f"{params.source}: palr.shuffles must list at least one seed")
-        self.cost: dict[str, list[float]] = {}  # seconds, lists and tokens of the LLM's scoring calls
+        self.cost: dict[str, list[float]] = {}  # seconds, lists and tokens of the current seed's LLM calls
         self.truncated, self.prompts = 0, 0
         self.adapters: dict[int, dict] = {}  # seed -> trained LoRA weights
 
@@ -358,65 +360,96 @@ class Runner:
         return Predictor.load(folder, artifact_dir(self.root, "features", self.data.dataset))
 
     # ---- the run
+    def seed_result(self, seed: int) -> dict[str, Any]:
+        """One seed's work: finetuning (a fresh LM and adapters), then the listwise figures or the pointwise
+        rows and probabilities, with what the scoring cost."""
+        self.cost, self.truncated, self.prompts = {}, 0, 0
+        result: dict[str, Any] = {}
+        if self.kind in ("listwise", "pointwise") and self.shots != 0:
+            self.__dict__.pop("lm", None)  # adapters start from the base weights each seed
+            self.__dict__.pop("prompter", None)
+            result["fit"] = self.finetune(seed)
+        if self.kind == "pointwise":
+            rows, probs = self.pointwise_probs(seed)
+            result["rows"], result["probs"] = rows.tolist(), probs.tolist()
+            result["sharing"] = self.sharing_cost(seed)
+        else:
+            scorer = self.listwise_llm_scores if self.kind == "listwise" else self.baseline_scores
+            result["figures"] = listwise_figures(self.lists, lambda part: scorer(part, seed), self.shuffles)
+        if self.kind in ("listwise", "pointwise"):
+            result["model"] = portable(self.lm.model_id, self.root)
+        return {**result, "cost": self.cost, "truncated": self.truncated, "prompts": self.prompts}
+
     def run(self) -> dict[str, Any]:
+        """Every seed (one for the variants that do not train), each resumed from its work dir when a killed
+        run finished it; then the summary, predictions and adapters, written atomically."""
+        from safetensors.torch import load_file
+
         trained = self.kind in ("zoo",) or (self.kind in ("listwise", "pointwise") and self.shots != 0)
         run_seeds = seeds(self.params) if trained else seeds(self.params)[:1]
-        per_seed, records, fits, sharing = [], [], {}, None
+        key = resume_key(self.params, self.root, STAGE, self.variant)
+        results: dict[int, dict[str, Any]] = {}
         for seed in run_seeds:
-            if self.kind in ("listwise", "pointwise") and self.shots != 0:
-                if seed != run_seeds[0]:
-                    self.__dict__.pop("lm", None)
-                    self.__dict__.pop("prompter", None)
-                fits[seed] = self.finetune(seed)
-            if self.kind == "pointwise":
-                rows, probs = self.pointwise_probs(seed)
-                records.append((seed, "test", probs, rows))
-                if sharing is None:
-                    sharing = self.sharing_cost(seed)
-            else:
-                scorer = self.listwise_llm_scores if self.kind == "listwise" else self.baseline_scores
-                per_seed.append(listwise_figures(self.lists, lambda part, s=seed, f=scorer: f(part, s), self.shuffles))
+            work = work_dir(self.root, STAGE, self.data.dataset, self.variant, seed, key)
+            if (work / "result.json").is_file():
+                results[seed] = json.loads((work / "result.json").read_text(encoding="utf-8"))
+                if (work / ADAPTER).is_file():
+                    self.adapters[seed] = load_file(str(work / ADAPTER))
+                continue
+            results[seed] = self.seed_result(seed)
+            if seed in self.adapters:
+                save_tensors(self.adapters[seed], work / ADAPTER)
+            write_json(results[seed], work / "result.json")
+        done = list(results.values())
         summary: dict[str, Any] = {
             "variant": self.variant,
             "kind": self.kind,
             "shots": self.shots,
             "seeds": run_seeds,
             "users": int(self.lists["user_id"].nunique()),
-            "prompts": self.prompts,
-            "truncated_prompts": self.truncated,
-            "finetune": fits,
+            "prompts": sum(r["prompts"] for r in done),
+            "truncated_prompts": sum(r["truncated"] for r in done),
+            "finetune": {str(seed): r["fit"] for seed, r in results.items() if "fit" in r},
             "params_digest": self.params.digest(get_stage(STAGE).params),
         }
-        if per_seed:
+        if self.kind != "pointwise":
+            per_seed = [r["figures"] for r in done]
             summary["listwise"] = mean_figures(per_seed)
             summary["listwise_per_seed"] = dict(zip(map(str, run_seeds), per_seed))
         if self.kind in ("listwise", "pointwise"):
-            summary["model"] = portable(self.lm.model_id, self.root)
-            summary["cost"] = self.cost_figures(sharing)
+            cost: dict[str, list] = {}
+            for r in done:
+                for name, values in r["cost"].items():
+                    cost.setdefault(name, []).extend(values)
+            summary["model"] = done[0]["model"]
+            summary["cost"] = cost_figures(cost, done[0].get("sharing"))
         out = artifact_dir(self.root, STAGE, self.data.dataset) / self.variant
         with atomic_dir(out) as tmp:
-            if records:
+            if self.kind == "pointwise":
+                records = [(seed, "test", r["probs"], r["rows"]) for seed, r in results.items()]
                 write_table(predictions_frame(records), tmp / PREDICTIONS)
             for seed, state in self.adapters.items():
                 (tmp / f"seed{seed}").mkdir()
-                save_tensors(state, tmp / f"seed{seed}" / "adapter.safetensors")
+                save_tensors(state, tmp / f"seed{seed}" / ADAPTER)
             write_json(summary, tmp / SUMMARY)
         return summary
 
-    def cost_figures(self, sharing: dict | None) -> dict[str, Any]:
-        cost = self.cost
-        figures: dict[str, Any] = {}
-        if "listwise_lists" in cost:
-            lists = sum(cost["listwise_lists"])
-            figures["listwise_tokens_per_list"] = round(float(np.mean(cost["listwise_tokens"])), 1)
-            figures["listwise_ms_per_list"] = round(1000 * sum(cost["listwise_seconds"]) / max(lists, 1), 2)
-        if "pointwise_tokens" in cost:
-            figures["pointwise_tokens_per_record"] = round(float(np.mean(cost["pointwise_tokens"])), 1)
-            records = len(cost["pointwise_tokens"])
-            figures["pointwise_ms_per_record"] = round(1000 * sum(cost["pointwise_seconds"]) / max(records, 1), 3)
-        if sharing:
-            figures["sharing"] = sharing
-        return figures
+
+def cost_figures(cost: dict[str, list], sharing: dict | None) -> dict[str, Any]:
+    """Tokens and milliseconds per listwise list and pointwise record over every seed's scoring calls,
+    and the prefix-sharing measurement."""
+    figures: dict[str, Any] = {}
+    if "listwise_lists" in cost:
+        lists = sum(cost["listwise_lists"])
+        figures["listwise_tokens_per_list"] = round(float(np.mean(cost["listwise_tokens"])), 1)
+        figures["listwise_ms_per_list"] = round(1000 * sum(cost["listwise_seconds"]) / max(lists, 1), 2)
+    if "pointwise_tokens" in cost:
+        figures["pointwise_tokens_per_record"] = round(float(np.mean(cost["pointwise_tokens"])), 1)
+        records = len(cost["pointwise_tokens"])
+        figures["pointwise_ms_per_record"] = round(1000 * sum(cost["pointwise_seconds"]) / max(records, 1), 3)
+    if sharing:
+        figures["sharing"] = sharing
+    return figures
 
 
 def run(params: Params, root: Path, variant: str) -> dict[str, Any]:

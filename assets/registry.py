@@ -359,6 +359,7 @@ _PRODUCERS += (
         params=("data.name", "prompts.config", "ctr.models", "train.seeds", "evaluate.base_model", "llm.name", "palr"),
         fan_out="palr.variants",
         scored=True,
+        resumable=True,
     ),
 )
 

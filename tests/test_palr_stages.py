@@ -349,3 +349,30 @@ def test_evaluate_scores_a_sample_next_to_the_base_model_and_all_users_in_the_ma
     assert entry["rows"] == len(rows) < len(y)
     assert entry["base_auc"] == pytest.approx(np.mean([auc(y[rows], p[rows]) for p in by_seed]), abs=1e-6)
     assert "PALR listwise ranking" in (root / "artifacts" / "evaluate" / "ml-100k" / "results.md").read_text()
+
+
+def test_a_killed_run_resumes_the_seeds_it_finished(project, monkeypatch):
+    root, overrides, _ = project
+    params = project_params(overrides)
+    variant = "pointwise_lora2"
+    out = root / "artifacts" / "palr" / "ml-100k" / variant
+    finished = []
+    original = palr.Runner.seed_result
+
+    def killed_after_the_first_seed(self, seed):
+        if finished:
+            raise KeyboardInterrupt("killed")
+        finished.append(seed)
+        return original(self, seed)
+
+    monkeypatch.setattr(palr.Runner, "seed_result", killed_after_the_first_seed)
+    with pytest.raises(KeyboardInterrupt):
+        palr.run(params, root, variant)
+    assert not out.exists()  # nothing half-written
+    monkeypatch.setattr(palr.Runner, "seed_result", original)
+    computed = []
+    monkeypatch.setattr(palr.Runner, "seed_result", lambda self, seed: computed.append(seed) or original(self, seed))
+    palr.run(params, root, variant)
+    assert computed == [2] and finished == [1]  # the first seed came back from its work dir
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert sorted(predictions["seed"].unique()) == [1, 2] and (out / "seed1" / "adapter.safetensors").is_file()

@@ -30,6 +30,8 @@ RUNTIME_TOGGLES = {  # dotted key -> another value; none of them changes what on
     "learn.tower_train.num_threads": 1,
     "ctr.models": ["fm"],
     "llm4msr.baselines": ["star"],
+    "palr.variants": ["pointwise_lora8"],
+    "palr.progress": False,
 }
 REAL_CHANGE = {  # stage -> a hyper-parameter it declares
     "train": {"train.lr": 0.5},
@@ -40,6 +42,7 @@ REAL_CHANGE = {  # stage -> a hyper-parameter it declares
     "learn_tower": {"learn.tower_train.lr": 0.5},
     "learn": {"learn.ranker.aux_weight": 0.5},
     "gpt4sm": {"gpt4sm.reg_weight": 0.5},
+    "palr": {"palr.finetune.lora.lr": 0.5},
 }
 
 
