@@ -136,11 +136,16 @@ class Runner:
             raise DataError(f"{path}: not found; run the palr_profiles stage first")
         return read_table(path)
 
-    def profile_of(self, user: str, kind: str) -> str:
-        found = self.profiles[(self.profiles["user_id"] == user) & (self.profiles["kind"] == kind)]
-        if found.empty:
-            raise DataError(f"palr_profiles has no {kind} profile of user {user}; re-run the palr_profiles stage")
-        return str(found["profile"].iloc[0])
+    @cached_property
+    def eval_profiles(self) -> dict[str, str]:
+        """user -> the profile written from their whole training history."""
+        rows = self.profiles[self.profiles["kind"] == "eval"]
+        return dict(zip(rows["user_id"].astype(str), rows["profile"].astype(str)))
+
+    def profile_of(self, user: str) -> str:
+        if user not in self.eval_profiles:
+            raise DataError(f"palr_profiles has no eval profile of user {user}; re-run the palr_profiles stage")
+        return self.eval_profiles[user]
 
     def liked(self, rows: pd.DataFrame) -> list[str]:
         return rows.loc[rows["label"] == 1, "item_id"].tail(positive_int(self.params, "palr.history_len")).tolist()
@@ -183,12 +188,12 @@ class Runner:
         return probs.reshape(len(part), -1)
 
     # ---- the LLM, listwise
-    def listwise_prompts(self, part: pd.DataFrame, kind: str = "eval"):
+    def listwise_prompts(self, part: pd.DataFrame):
         prompts, letters = [], None
         for user, items, order in zip(part["user_id"], part["items"], part["order"]):
             ordered = np.asarray(items)[order].tolist()
             prompt, letters = self.prompter.listwise(
-                user, self.profile_of(user, kind), self.liked(self.data.history(user)), ordered
+                user, self.profile_of(user), self.liked(self.data.history(user)), ordered
             )
             prompts.append(prompt)
         return prompts, letters
@@ -229,8 +234,8 @@ class Runner:
         items = self.data.titles.index.to_numpy(dtype=object)
         examples, letters = [], None
         for _, row in pool.iloc[np.sort(rng.choice(len(pool), n, replace=False))].iterrows():
-            rows = without(self.data.train_by_user[row["user_id"]], row["held_out"])
-            trained = set(self.data.train_by_user[row["user_id"]]["item_id"])
+            history = self.data.history(row["user_id"])
+            rows, trained = without(history, row["held_out"]), set(history["item_id"])
             unseen = np.flatnonzero([i not in trained for i in items])
             listed = np.array([row["held_out"], *items[rng.choice(unseen, k - 1, replace=False)]], dtype=object)
             order = rng.permutation(k)
@@ -372,7 +377,8 @@ class Runner:
         if self.kind == "pointwise":
             rows, probs = self.pointwise_probs(seed)
             result["rows"], result["probs"] = rows.tolist(), probs.tolist()
-            result["sharing"] = self.sharing_cost(seed)
+            if seed == seeds(self.params)[0]:  # measured once per variant: the unshared path costs 3x a scoring
+                result["sharing"] = self.sharing_cost(seed)
         else:
             scorer = self.listwise_llm_scores if self.kind == "listwise" else self.baseline_scores
             result["figures"] = listwise_figures(self.lists, lambda part: scorer(part, seed), self.shuffles)
@@ -422,7 +428,7 @@ class Runner:
                 for name, values in r["cost"].items():
                     cost.setdefault(name, []).extend(values)
             summary["model"] = done[0]["model"]
-            summary["cost"] = cost_figures(cost, done[0].get("sharing"))
+            summary["cost"] = cost_figures(cost, next((r["sharing"] for r in done if "sharing" in r), None))
         out = artifact_dir(self.root, STAGE, self.data.dataset) / self.variant
         with atomic_dir(out) as tmp:
             if self.kind == "pointwise":
