@@ -1,4 +1,7 @@
-# llm4ctr: every target bootstraps .venv when missing (pinned dependencies, torch 2.13.0 CPU).
+# llm4ctr: every target bootstraps .venv when missing (pinned dependencies, torch 2.13.0).
+#   make venv   TORCH=cpu (the default without an NVIDIA GPU) or TORCH=cuda (the default with one): one lock,
+#               torch==2.13.0, from the local CPU wheel folder (LOCAL_WHEELS) when it has it, else the PyTorch
+#               CPU index (TORCH_INDEX) or, for cuda, PyPI's CUDA build (TORCH_INDEX=.../whl/cu128 picks another)
 #   make run    fetch ML-100K, `dvc repro` the default pipeline, print the summary table
 #               (PROFILE=full: the complete ML-100K tables; PROFILE=paper: ML-1M, larger PLM/LLM, GPU;
 #               profiles/*.yaml, run as a `dvc exp run`)
@@ -13,7 +16,22 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 DAGSTER_PORT ?= 3001
 PROFILE ?= default
-FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+LOCAL_WHEELS ?= /opt/wheels
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
+TORCH_INDEX ?= $(if $(filter cpu,$(TORCH)),https://download.pytorch.org/whl/cpu)
+FIND_LINKS := $(if $(wildcard $(LOCAL_WHEELS)/torch-*),--find-links $(LOCAL_WHEELS))
+# the CUDA build must not come from a CPU wheel folder: pip forgets this machine's find-links for it
+PIP_ENV := $(if $(filter cuda,$(TORCH)),env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null)
+
+define RESOLVE_SUMMARY
+import json, sys
+found = {p["metadata"]["name"].lower(): p for p in json.load(sys.stdin)["install"]}
+torch = found["torch"]
+cuda = sorted(n for n in found if n.startswith(("nvidia-", "cuda-")) and n != "nvidia-ml-py")
+print(f"{len(found)} packages; torch {torch['metadata']['version']} from {torch['download_info']['url']}")
+print(f"CUDA wheels ({len(cuda)}): {', '.join(cuda) or 'none'}")
+endef
+export RESOLVE_SUMMARY
 
 # telemetry off, model hub offline (no hub is reachable here), quiet pip config warnings
 export DAGSTER_DISABLE_TELEMETRY := 1
@@ -27,20 +45,50 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test test-slow lint ui serve lock clean-artifacts bench-fuxictr dagster-home
+.PHONY: venv resolve check-install run test test-slow lint ui serve lock clean-artifacts bench-fuxictr dagster-home
 
-# the build's wall time goes to .install-seconds, which `make run` records as "venv" beside its own time
-$(BIN)/.installed: pyproject.toml requirements.lock.txt
+# pip's source of torch for $(TORCH) as the bash array `source`: the local wheel folder (cpu), else
+# TORCH_INDEX when it answers (probed at install time), else PyPI
+define torch_source
+source=( $(if $(filter cuda,$(TORCH)),,$(FIND_LINKS)) ); \
+if [ $${#source[@]} -eq 0 ] && [ -n "$(TORCH_INDEX)" ]; then \
+	if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=15)" 2>/dev/null; \
+	then source=( --extra-index-url $(TORCH_INDEX) ); \
+	else echo "warning: $(TORCH_INDEX) is unreachable; torch $(TORCH) comes from PyPI (on Linux x86_64 a CUDA build of several GB, which also runs on the CPU)" >&2; fi; \
+fi
+endef
+
+# the build's wall time goes to .install-seconds, which `make run` records as "venv" beside its own time;
+# the stamp names the torch variant, so `make venv TORCH=cuda` on a CPU venv reinstalls torch
+$(BIN)/.installed-$(TORCH): pyproject.toml requirements.lock.txt
 	@start=$$(date +%s); set -e; \
+	case "$(TORCH)" in cpu|cuda) ;; *) echo "TORCH=$(TORCH): expected cpu or cuda" >&2; exit 2;; esac; \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
-	echo "installing the pinned dependencies into $(VENV) (a few minutes the first time)"; \
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(FIND_LINKS) \
+	$(torch_source); \
+	echo "installing the pinned dependencies (torch: $(TORCH)$${source[*]:+, $${source[*]}}) into $(VENV) (a few minutes the first time)"; \
+	$(PIP_ENV) $(BIN)/python -m pip install -q --disable-pip-version-check "$${source[@]}" \
 		-c requirements.lock.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true; \
 	$(BIN)/python -c "import torch, dagster, dvc, great_expectations, bentoml, evidently, transformers"; \
+	$(BIN)/python -c "import sys, torch; cuda = torch.version.cuda; print(f'torch {torch.__version__}', f'(CUDA {cuda})' if cuda else '(CPU)'); sys.exit('$(TORCH)' == 'cuda' and not cuda)" \
+		|| { echo "TORCH=cuda installed a torch without CUDA; set TORCH_INDEX to a CUDA index" >&2; exit 1; }; \
+	rm -f $(BIN)/.installed-*; \
 	echo $$(( $$(date +%s) - start )) > $(BIN)/.install-seconds
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed-$(TORCH)
+
+# what `make venv` would install for $(TORCH), resolved by pip without installing (torch's build and its CUDA wheels)
+resolve:
+	@set -eo pipefail; $(torch_source); \
+	$(PIP_ENV) $(PYTHON) -m pip install -q --disable-pip-version-check --dry-run --ignore-installed --report - \
+		"$${source[@]}" -c requirements.lock.txt -e '.[test]' 2>/dev/null | $(PYTHON) -c "$$RESOLVE_SUMMARY"
+
+# a fresh clone installed as on a machine without the local wheel folder (this machine's pip config hidden), then
+# its test suite; CHECK_DIR is removed first
+CHECK_DIR ?= /tmp/llm4ctr-check-install
+check-install:
+	rm -rf $(CHECK_DIR) && git clone -q $(CURDIR) $(CHECK_DIR)
+	cd $(CHECK_DIR) && env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(MAKE) venv test LOCAL_WHEELS=/nonexistent
 
 # the Dagster instance config: telemetry and the first-run newsletter dialog off (keys added to an existing file)
 dagster-home:
@@ -77,8 +125,10 @@ ui: venv dagster-home
 serve: venv
 	bentoml serve serving.service:CTRService --host 127.0.0.1 --port $(PORT)
 
+# one lock for every torch variant: the local version (+cpu, +cu128) is dropped from torch's pin
 lock: venv
-	{ head -2 requirements.lock.txt; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock.tmp
+	{ head -2 requirements.lock.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^\(torch==[^+]*\)+.*/\1/'; } \
+		> requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock.txt
 
 # FuxiCTR comparison (bench/bench_fuxictr.py): FuxiCTR's pins clash with ours, so it gets its own venv
