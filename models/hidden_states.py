@@ -26,13 +26,11 @@ manifest after a barrier.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +40,7 @@ import torch
 
 from llm4ctr.atomic import save_tensors, write_text
 from llm4ctr.progress import bar as progress_bar
+from models.distributed import process_group
 
 POOLINGS = ("last_token", "mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -99,15 +98,6 @@ class CacheRun:
 def entry_key(namespace: str, template_id: str, text: str) -> str:
     """The cache key of one text: sha256 of (namespace, template id, text)."""
     return hashlib.sha256(json.dumps([namespace, template_id, text]).encode()).hexdigest()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto``: this rank's GPU (LOCAL_RANK) when CUDA is available, else the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -203,25 +193,6 @@ class ShardStore:
 # ----------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def process_group() -> Iterator[tuple[int, int, Callable[[], None]]]:
-    """(rank, world size, barrier): a gloo group under torchrun, trivial otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        yield 0, 1, lambda: None
-        return
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:  # ranks wait for each other at barriers: allow for long, unevenly loaded runs
-        dist.init_process_group("gloo", timeout=timedelta(hours=24))
-    try:
-        yield dist.get_rank(), dist.get_world_size(), dist.barrier
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
 def load(encoder: Encoder, device: torch.device, dtype: str):
     """The frozen model (no LM head) and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
@@ -288,8 +259,10 @@ def cache_states(
     Rank 0's returned ``CacheRun`` (after the merge) covers every text; :func:`read_states` then
     returns them in order.
     """
-    with process_group() as (rank, world, barrier):
-        device = resolve_device(encoder.device)
+    # gloo even beside GPUs: the ranks only meet at barriers; they may wait long for each other's shards
+    with process_group(timeout=timedelta(hours=24)) as processes:
+        rank, world, barrier = processes.rank, processes.world, processes.barrier
+        device = processes.device(encoder.device, "hidden_states.device")
         dtype = resolve_dtype(encoder.dtype, device)
         spec = {
             "model": encoder.model, "model_id": encoder.model_id, "pooling": encoder.pooling,

@@ -26,13 +26,12 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
@@ -41,15 +40,16 @@ from llm4ctr.atomic import atomic_file, write_text
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
+from models import distributed
 from models.checkpoint import BEST_WEIGHTS, MODEL_CONFIG, restore, save_weights
 from models.ctr import CTRModel, build_model
+from models.distributed import DEVICES, Processes, autocast, derive_seed, epoch_rows, process_group
 from models.metrics import auc, logloss
 
 log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 HISTORY = "history.json"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -133,15 +133,13 @@ class Trainer:
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None):
         self.config = config or TrainConfig()
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = _resolve_device(self.config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.processes = Processes.from_env()
+        self.world, self.rank, self.is_main = self.processes.world, self.processes.rank, self.processes.is_main
+        self.device = self.processes.device(self.config.device)
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         self.model = model.to(self.device)
-        use_amp = self.config.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-        self.is_main = self.rank == 0
+        self.amp_dtype = distributed.amp_dtype(self.device, self.config.amp)
 
     # ------------------------------------------------------------------ public API
     def fit(
@@ -157,20 +155,13 @@ class Trainer:
         epoch (a finished run returns at once); without ``resume`` an old state is discarded.
         """
         cfg = self.config
-        train = _to_tensors(train_arrays, "train", self.device)
-        valid = _to_tensors(valid_arrays, "valid", torch.device("cpu"))
+        train = to_tensors(train_arrays, "train", self.device)
+        valid = to_tensors(valid_arrays, "valid", torch.device("cpu"))
         if np.unique(valid_arrays["label"]).size < 2:
             raise DataError("valid: labels hold a single class, so validation AUC is undefined")
-        if cfg.batch_size < self.world:
-            raise ParamsError(f"train.batch_size {cfg.batch_size} is smaller than the {self.world} DDP ranks")
-
-        owns_group = self._init_distributed()
-        try:
-            with _deterministic(cfg.deterministic):
-                state = self._fit(train, valid, Path(ckpt_dir), resume)
-        finally:
-            if owns_group:
-                dist.destroy_process_group()
+        self.processes.check_batch(cfg.batch_size, "train.batch_size")
+        with process_group(self.device), _deterministic(cfg.deterministic):
+            state = self._fit(train, valid, Path(ckpt_dir), resume)
         return _result(state)
 
     def _fit(
@@ -178,7 +169,7 @@ class Trainer:
     ) -> dict:
         """The epoch loop; returns the final state (rank 0's, on every rank)."""
         cfg = self.config
-        net = self._wrap()
+        net = self.processes.wrap(self.model, self.device)
         # a model with parts at other rates (ClickPrompt's PLM encoder) says so through param_groups(lr)
         groups = self.model.param_groups(cfg.lr) if hasattr(self.model, "param_groups") else self.model.parameters()
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -196,16 +187,16 @@ class Trainer:
             if self.is_main:
                 self._end_epoch(state, epoch, loss, valid, time.perf_counter() - started, optimizer, scaler, ckpt_dir)
                 bar.set_postfix(auc=f"{state['history'][-1]['valid_auc']:.4f}", best=f"{state['best_auc']:.4f}")
-            state = self._sync(state)
+            state = self.processes.broadcast(state)  # all stop together and return one result
         bar.close()
-        self._barrier()
+        self.processes.barrier()
         self.model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS, device=str(self.device)))
         return state
 
     @torch.inference_mode()
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Click probabilities for every row of ``arrays`` (labels, if present, are ignored)."""
-        tensors = _to_tensors(arrays, "predict", torch.device("cpu"), need_label=False)
+        tensors = to_tensors(arrays, "predict", torch.device("cpu"), need_label=False)
         return self._predict_tensors(tensors)
 
     def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -217,8 +208,8 @@ class Trainer:
     def _train_epoch(self, net: nn.Module, optimizer, scaler, train: dict[str, torch.Tensor], epoch: int) -> float:
         """One pass over this rank's shard of the epoch permutation; returns the mean training loss."""
         cfg = self.config
-        torch.manual_seed(_derive_seed(cfg.seed, epoch, 1, self.rank))  # dropout and friends
-        rows = _epoch_rows(len(train["label"]), cfg.seed, epoch, self.rank, self.world).to(self.device)
+        torch.manual_seed(derive_seed(cfg.seed, epoch, 1, self.rank))  # dropout and friends
+        rows = epoch_rows(len(train["label"]), cfg.seed, epoch, self.rank, self.world).to(self.device)
         step = cfg.batch_size // self.world
         net.train()
         total = torch.zeros((), device=self.device)
@@ -226,7 +217,7 @@ class Trainer:
         for start in progress_bar(starts, enabled=cfg.progress and self.is_main, desc=f"epoch {epoch}", leave=False):
             picked = rows[start : start + step]
             batch = {k: v.index_select(0, picked) for k, v in train.items()}
-            with self._autocast():
+            with autocast(self.device, self.amp_dtype):
                 out = net(batch)
                 loss = F.binary_cross_entropy_with_logits(out["logit"].float(), batch["label"])
                 if "aux_loss" in out:
@@ -294,7 +285,7 @@ class Trainer:
             scaler.load_state_dict(saved.pop("scaler"))
             log.info("resuming %s after epoch %d", ckpt_dir, saved["epoch"])
             return saved
-        self._barrier()  # nobody may still be reading an old state we are about to replace
+        self.processes.barrier()  # nobody may still be reading an old state we are about to replace
         if self.is_main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             for name in (STATE, BEST_WEIGHTS, HISTORY, MODEL_CONFIG):
@@ -334,42 +325,9 @@ class Trainer:
         chunks = []
         for start in range(0, n, size):
             batch = {k: v[start : start + size].to(self.device, non_blocking=True) for k, v in tensors.items()}
-            with self._autocast():
+            with autocast(self.device, self.amp_dtype):
                 chunks.append(torch.sigmoid(self.model(batch)["logit"].float()).cpu())
         return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros(0)
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _init_distributed(self) -> bool:
-        """Join the torchrun process group if there is one to join; True when this call created it."""
-        if self.world <= 1 or dist.is_initialized():
-            return False
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-        return True
-
-    def _wrap(self) -> nn.Module:
-        if self.world <= 1:
-            return self.model
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # buffers are constants (index tables) or BatchNorm statistics; rank 0's are the ones saved
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
-
-    def _sync(self, state: dict) -> dict:
-        """Every rank takes rank 0's counters and history (so all stop together and return one result)."""
-        if self.world <= 1:
-            return state
-        box = [state if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def _barrier(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.barrier()
 
 
 @contextmanager
@@ -385,15 +343,7 @@ def _deterministic(enabled: bool):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
-
-
-def _to_tensors(
+def to_tensors(
     arrays: dict[str, np.ndarray], what: str, device: torch.device, need_label: bool = True
 ) -> dict[str, torch.Tensor]:
     """Field arrays -> int64 tensors, ``dense``/``label`` -> float32, all on ``device``; checks lengths."""
@@ -409,22 +359,6 @@ def _to_tensors(
         dtype = torch.float32 if key in ("label", "dense") else torch.int64
         tensors[key] = torch.as_tensor(np.asarray(value), dtype=dtype).to(device)
     return tensors
-
-
-def _derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (seed, epoch, purpose, rank)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]) >> 1
-
-
-def _epoch_rows(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
-    """This rank's rows for ``epoch``: a seeded permutation, padded by wrap-around to a multiple of
-    ``world`` (as DistributedSampler does), then strided ``perm[rank::world]``."""
-    generator = torch.Generator().manual_seed(_derive_seed(seed, epoch, 0))
-    perm = torch.randperm(n, generator=generator)
-    padding = (-n) % world
-    if padding:
-        perm = torch.cat([perm, perm[:padding]])
-    return perm[rank::world]
 
 
 def _result(state: dict) -> FitResult:

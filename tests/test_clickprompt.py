@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
 from dataclasses import replace
 
 import numpy as np
@@ -34,6 +36,7 @@ from models.clickprompt import (
 from models.ctr import DCNv2, build_model
 from models.trainer import TrainConfig, Trainer, load_model, save_model
 from tests.fixtures_ctr import TINY, encoded, head
+from tests.fixtures_distributed import torchrun
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]
@@ -361,3 +364,63 @@ def test_cls_and_mean_pooling():
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     torch.testing.assert_close(pool(hidden, mask, "cls"), hidden[:, 0])
     torch.testing.assert_close(pool(hidden, mask, "mean"), torch.stack([hidden[0, :2].mean(0), hidden[1].mean(0)]))
+
+
+PAMLM_SCRIPT = textwrap.dedent("""
+    import importlib, json, sys
+    from pathlib import Path
+    import numpy as np, torch
+    from models.clickprompt import PretrainConfig, pretrain
+    from tests.test_clickprompt import no_dropout_objective
+
+    torch.set_num_threads(1)
+    work, rank = Path(sys.argv[2]), int(__import__("os").environ["RANK"])
+    data = dict(np.load(sys.argv[1]))
+    saves = []
+    loop = importlib.import_module("models.clickprompt.pretrain")  # the package exports a function of that name
+    save = loop._save
+    loop._save = lambda *args: (saves.append(1), save(*args))
+    objective = no_dropout_objective()
+    summary = pretrain(objective, data, work, PretrainConfig(**json.loads(sys.argv[3])))
+    (work / f"saves-rank{rank}.json").write_text(json.dumps(len(saves)))
+    if rank == 0:
+        torch.save(objective.state_dict(), work / "weights.pt")
+        (work / "history.json").write_text(json.dumps(summary["history"]))
+""")
+
+
+def no_dropout_objective() -> PAMLM:
+    """A PA-MLM objective without dropout (ranks draw their own dropout, one process cannot replay it)."""
+    torch.manual_seed(3)
+    encoder, mlm_head = split_masked_lm(
+        BertForMaskedLM(
+            BertConfig(**TINY_PLM, pad_token_id=PAD, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        )
+    )
+    torch.manual_seed(3)
+    net = ClickPromptNet(build_model("dnn", encoded()[0].vocab_sizes, **TINY["dnn"]), encoder, K, "layerwise")
+    return PAMLM(net, mlm_head, MASK, SPECIAL, VOCAB, fresh_head_params=("predictions.bias",))
+
+
+def test_pamlm_with_two_processes_matches_one_and_only_rank_0_writes(tmp_path):
+    """2 gloo ranks, each a strided half of every global batch masked once: the one-process run's losses
+    and weights within float noise (~20 s)."""
+    data = _described(60)
+    data["attention_mask"][::3, -4:] = 0  # uneven lengths: shares trim differently from the global batch
+    config = {"new_lr": 3e-3, "plm_lr": 3e-3, "batch_size": 16, "epochs": 2, "log_every": 2, "checkpoint_every": 3,
+              "progress": False, "num_threads": 1}  # fmt: skip
+    np.savez(tmp_path / "data.npz", **data)
+    (tmp_path / "pamlm.py").write_text(PAMLM_SCRIPT)
+    torchrun(tmp_path / "pamlm.py", tmp_path / "data.npz", tmp_path / "two", json.dumps(config))
+
+    single = no_dropout_objective()
+    summary = pretrain(single, data, tmp_path / "one", PretrainConfig(**config))
+    two = tmp_path / "two"
+    assert [json.loads((two / f"saves-rank{r}.json").read_text()) for r in (0, 1)] == [3, 0]
+    history = json.loads((two / "history.json").read_text())
+    assert [h["step"] for h in history] == [h["step"] for h in summary["history"]] == [2, 4, 6, 8]
+    np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in summary["history"]], atol=1e-5)
+    np.testing.assert_allclose([h["accuracy"] for h in history], [h["accuracy"] for h in summary["history"]])
+    weights = torch.load(two / "weights.pt", weights_only=True)
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=1e-4, msg=name)

@@ -8,10 +8,7 @@ build the same cache as one; the stages export states aligned with the prompts.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -28,10 +25,9 @@ from assets.tables import read_table, write_table
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
 from models.hidden_states import Encoder, ShardStore, cache_states, read_states
+from tests.fixtures_distributed import torchrun
 from tests.fixtures_models import WORDS, save_tiny
 from tests.fixtures_params import PROMPTS_CONFIG, project_params
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +176,7 @@ def test_two_torchrun_processes_build_the_same_cache_as_one(llama, tmp_path):
         )
     )
     (tmp_path / "texts.json").write_text(__import__("json").dumps(texts))
-    # same intra-op thread count as this process: CPU kernels may sum in another order with fewer threads
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(script, cwd=tmp_path)
     counts = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RANK"))
     assert counts == [["0", "21", "37"], ["1", "16", "37"]]  # batches of 8,8,8,8,5: 0,2,4 | 1,3
     (namespace,) = (tmp_path / "two").iterdir()

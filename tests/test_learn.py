@@ -3,7 +3,9 @@ training and resume, the auxiliary-CTR ranker."""
 
 from __future__ import annotations
 
+import json
 import math
+import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from models.learn.sequences import UserSequences, histories_before, sample_windo
 from models.learn.train_tower import Queries, TowerConfig, evaluate, fit_tower, load_tower, seen_matrix
 from models.trainer import TrainConfig, Trainer
 from tests.fixtures_ctr import TINY, encoded
+from tests.fixtures_distributed import torchrun
 
 TOWER = {"model_dim": 16, "output_dim": 8, "num_layers": 2, "num_heads": 2, "dropout": 0.0, "max_len": 8}
 
@@ -294,3 +297,59 @@ def test_detached_middle_vector_gets_no_gradient_from_the_ranker():
         model(batch)["logit"].sum().backward()  # the ranker's output only, no aux loss
         grad = model.aux.bottom.net[0].weight.grad
         assert (grad is not None and grad.abs().sum() > 0) == expect_grad
+
+
+TOWER_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    import models.learn.train_tower as loop
+    from tests.test_learn import _toy_data, two_process_tower
+
+    torch.set_num_threads(1)
+    work, rank = Path(sys.argv[1]), int(os.environ["RANK"])
+    writes = []
+    write = loop._write_state
+    loop._write_state = lambda *args: (writes.append(1), write(*args))
+    seqs, queries, seen = _toy_data()
+    model, config = two_process_tower()
+    result = loop.fit_tower(model, seqs, queries, seen, config, work)
+    (work / f"writes-rank{rank}.json").write_text(json.dumps(len(writes)))
+    if rank == 0:
+        torch.save(model.state_dict(), work / "weights.pt")
+        (work / "history.json").write_text(json.dumps(result["history"]))
+""")
+
+
+def two_process_tower() -> tuple[LearnTower, TowerConfig]:
+    """A LEARN tower without dropout (ranks draw their own) and an odd batch (uneven shares)."""
+    torch.manual_seed(0)
+    model = LearnTower(_content(30), variant=2, **{**TOWER, "max_len": 4})
+    return model, TowerConfig(
+        lr=5e-3, batch_size=31, max_epochs=3, patience=10, history_len=4, target_len=2, progress=False
+    )
+
+
+def test_tower_with_two_processes_matches_one_and_only_rank_0_writes(tmp_path):
+    """2 gloo ranks encode a share each; InfoNCE over the gathered batch keeps one process's in-batch
+    negatives: the same losses, validation figures and weights within float noise (~15 s)."""
+    torch.set_num_threads(1)
+    (tmp_path / "tower.py").write_text(TOWER_SCRIPT)
+    torchrun(tmp_path / "tower.py", tmp_path / "two")
+    seqs, queries, seen = _toy_data()
+    model, config = two_process_tower()
+    single = fit_tower(model, seqs, queries, seen, config, tmp_path / "one")
+    two = tmp_path / "two"
+    assert [json.loads((two / f"writes-rank{r}.json").read_text()) for r in (0, 1)] == [3, 0]
+    history = json.loads((two / "history.json").read_text())
+    for got, want in zip(history, single["history"], strict=True):
+        assert got["epoch"] == want["epoch"]
+        assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
+        assert got["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-5)
+    weights = torch.load(two / "weights.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        got = weights[name]
+        if name.endswith("in_proj_bias"):  # the key bias has a zero gradient (softmax ignores a shift) that
+            third = len(value) // 3  # Adam turns float noise into lr-sized steps: its q and v parts must agree
+            got, value = torch.cat([got[:third], got[2 * third :]]), torch.cat([value[:third], value[2 * third :]])
+        torch.testing.assert_close(got, value, atol=5e-6, rtol=1e-4, msg=name)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +14,11 @@ from safetensors.torch import load_file
 
 from llm4ctr.errors import DataError, ParamsError
 from models.ctr import build_model
-from models.trainer import FitResult, TrainConfig, Trainer, _epoch_rows, load_model
+from models.distributed import epoch_rows
+from models.trainer import FitResult, TrainConfig, Trainer, load_model
 from tests.fixtures_ctr import TINY, encoded
+from tests.fixtures_distributed import torchrun
 
-ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = {**TINY["dnn"], "dropout": 0.1}  # dropout: the RNG must be replayed exactly on resume
 
 
@@ -178,11 +175,11 @@ def test_input_errors_name_the_problem(tmp_path):
 
 
 def test_epoch_shards_cover_the_permutation_like_distributed_sampler():
-    shards = [_epoch_rows(5, seed=1, epoch=3, rank=r, world=2) for r in range(2)]
+    shards = [epoch_rows(5, seed=1, epoch=3, rank=r, world=2) for r in range(2)]
     assert [len(s) for s in shards] == [3, 3]  # padded to 6 by wrapping around
     assert set(torch.cat(shards).tolist()) == set(range(5))
-    torch.testing.assert_close(_epoch_rows(5, 1, 3, 0, 1), _epoch_rows(5, 1, 3, 0, 1))
-    assert not torch.equal(_epoch_rows(50, 1, 3, 0, 1), _epoch_rows(50, 1, 4, 0, 1))  # reshuffled every epoch
+    torch.testing.assert_close(epoch_rows(5, 1, 3, 0, 1), epoch_rows(5, 1, 3, 0, 1))
+    assert not torch.equal(epoch_rows(50, 1, 3, 0, 1), epoch_rows(50, 1, 4, 0, 1))  # reshuffled every epoch
 
 
 DDP_SCRIPT = textwrap.dedent("""
@@ -222,21 +219,7 @@ def test_ddp_with_two_cpu_processes_matches_single_process(tmp_path):
     )
     (tmp_path / "ddp_train.py").write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--standalone",
-        str(tmp_path / "ddp_train.py"),
-        str(tmp_path / "spec.json"),
-        str(tmp_path / "data.npz"),
-        str(out),
-    ]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun(tmp_path / "ddp_train.py", tmp_path / "spec.json", tmp_path / "data.npz", out, timeout=120)
 
     torch.manual_seed(0)
     single = Trainer(build_model("dnn", encoder.vocab_sizes, **hparams), TrainConfig(**config))

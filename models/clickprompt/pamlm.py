@@ -90,21 +90,38 @@ class PAMLM(nn.Module):
             "special_ids", torch.tensor(sorted(set(special_token_ids)), dtype=torch.long), persistent=False
         )
 
-    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict:
+    def mask(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``batch`` with its padding trimmed, ``input_ids`` masked and the MLM ``labels`` added."""
         ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
         maskable = mask.bool() & ~torch.isin(ids, self.special_ids)
         inputs, labels = mask_tokens(
             ids, maskable, self.mask_token_id, self.vocab_size, self.probability, generator=generator
         )
-        hidden = self.net({**batch, "input_ids": inputs, "attention_mask": mask})["hidden"]
+        return {**batch, "input_ids": inputs, "attention_mask": mask, "labels": labels}
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, per: float | None = None
+    ) -> dict:
+        """Loss and accuracy over the masked tokens of ``batch`` (masked here with ``generator`` unless it
+        holds ``labels`` from :meth:`mask`). ``per``: divide the summed loss by this instead of the batch's
+        masked count (a process's share of a global batch: the global count over the processes)."""
+        batch = dict(batch if "labels" in batch else self.mask(batch, generator))
+        labels = batch.pop("labels")
+        hidden = self.net(batch)["hidden"]
         picked = labels != IGNORE
-        if not bool(picked.any()):  # nothing picked (tiny batch): a zero loss that keeps the graph
-            return {"loss": hidden.sum() * 0.0, "accuracy": torch.tensor(float("nan")), "masked": 0}
+        # the head runs even on no picked position (a tiny batch, a process's share): every part keeps a gradient
         logits = self.head(hidden[picked]).float()  # [M, vocab]: the head on picked positions only
         target = labels[picked]
-        loss = F.cross_entropy(logits, target)
-        accuracy = (logits.argmax(dim=-1) == target).float().mean().detach()
-        return {"loss": loss, "accuracy": accuracy, "masked": int(picked.sum())}
+        masked = int(picked.sum())
+        summed = F.cross_entropy(logits, target, reduction="sum") + hidden.sum() * 0.0
+        correct = int((logits.argmax(dim=-1) == target).sum())
+        return {
+            "loss": summed / max(per if per is not None else masked, 1),
+            "loss_sum": float(summed.detach()),
+            "accuracy": torch.tensor(correct / masked if masked else float("nan")),
+            "correct": correct,
+            "masked": masked,
+        }
 
     def param_groups(self, new_lr: float, plm_lr: float, weight_decay: float) -> list[dict]:
         """AdamW groups: pretrained PLM weights at ``plm_lr``; CTR model, generator and fresh head parts at

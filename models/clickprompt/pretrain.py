@@ -9,6 +9,11 @@ uninterrupted run would be (bit for bit on CPU).
 Checkpoint (``work_dir/state.pt``, replaced atomically every ``checkpoint_every`` steps and at the end):
 weights, optimizer, scheduler, step, loss history and the settings it was made with; resuming with
 other settings or another network raises instead of mixing two runs.
+
+Under torchrun (models.distributed) every rank takes the same global batch, masks it with the step's
+generator, and trains on its strided share; each share's summed loss is divided by the global masked
+count over the ranks, so DDP's gradient average is the one-process gradient. Only dropout is drawn per
+rank. Rank 0 writes the checkpoints. On CUDA the forward pass runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from llm4ctr.atomic import atomic_file
 from llm4ctr.errors import ParamsError
 from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import RUNTIME_KEYS, Settings
-from models.clickprompt.pamlm import PAMLM
-from models.trainer import _derive_seed, _epoch_rows, _resolve_device, _to_tensors
+from models.clickprompt.pamlm import IGNORE, PAMLM
+from models.distributed import Processes, amp_dtype, autocast, derive_seed, epoch_rows, process_group
+from models.trainer import to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +95,11 @@ def pretrain(
     config = config or PretrainConfig()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device = _resolve_device(config.device, 0)
+    processes = Processes.from_env()
+    device = processes.device(config.device, "clickprompt.pretrain.device")
+    processes.check_batch(config.batch_size, "clickprompt.pretrain.batch_size")
     objective.to(device).train()
-    data = _to_tensors(arrays, "pretrain", device, need_label=False)
+    data = to_tensors(arrays, "pretrain", device, need_label=False)
     rows = len(data["input_ids"])
     per_epoch = math.ceil(rows / config.batch_size)
     total = total_steps(rows, config)
@@ -110,53 +118,71 @@ def pretrain(
         "network": _network_identity(objective),
     }
     state = _start(work_dir / STATE, identity, objective, optimizer, scheduler, device)
+    precision = amp_dtype(device, True)
 
     started, seconds_before = time.perf_counter(), state["seconds"]
-    bar = progress_bar(total=end, initial=state["step"], desc="PA-MLM", enabled=config.progress)
-    window: list[tuple[float, float]] = []
+    bar = progress_bar(total=end, initial=state["step"], desc="PA-MLM", enabled=config.progress and processes.is_main)
+    window: list[tuple[float, float, float]] = []
     order, order_epoch = None, -1
-    for step in range(state["step"], end):
-        epoch, position = divmod(step, per_epoch)
-        if epoch != order_epoch:
-            order, order_epoch = _epoch_rows(rows, config.seed, epoch + 1, 0, 1).to(device), epoch
-        picked = order[position * config.batch_size : (position + 1) * config.batch_size]
-        batch = {key: value.index_select(0, picked) for key, value in data.items()}
-        torch.manual_seed(_derive_seed(config.seed, step, 2))  # dropout
-        draws = torch.Generator(device=device).manual_seed(_derive_seed(config.seed, step, 3))  # masking
-        out = objective(batch, generator=draws)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        window.append((float(out["loss"].detach()), float(out["accuracy"])))
-        state["step"] = step + 1
-        bar.update(1)
-        if len(window) == config.log_every or state["step"] == end:
-            loss, accuracy = np.nanmean(np.array(window), axis=0)
-            state["history"].append(
-                {
-                    "step": state["step"],
-                    "loss": float(loss),
-                    "accuracy": float(accuracy),
-                    "lr_plm": optimizer.param_groups[-1]["lr"],
-                }
-            )
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
-            window = []
-        if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
-            state["seconds"] = seconds_before + time.perf_counter() - started
-            _save(work_dir / STATE, state, objective, optimizer, scheduler)
-            last = state["history"][-1] if state["history"] else {}
-            log.info(
-                "PA-MLM step %d/%d: loss %.4f, accuracy %.4f (%.0fs)",
-                state["step"],
-                end,
-                last.get("loss", float("nan")),
-                last.get("accuracy", float("nan")),
-                state["seconds"],
-            )
+    with process_group(device):
+        net = processes.wrap(objective, device, find_unused=True)  # the PLM's pooler has no MLM loss
+        for step in range(state["step"], end):
+            epoch, position = divmod(step, per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_rows(rows, config.seed, epoch + 1).to(device), epoch
+            picked = order[position * config.batch_size : (position + 1) * config.batch_size]
+            draws = torch.Generator(device=device).manual_seed(derive_seed(config.seed, step, 3))  # masking
+            masked = objective.mask({key: value.index_select(0, picked) for key, value in data.items()}, draws)
+            share = processes.part(torch.arange(len(picked), device=device))
+            dropout = (config.seed, step, 2, processes.rank) if processes.world > 1 else (config.seed, step, 2)
+            torch.manual_seed(derive_seed(*dropout))
+            with autocast(device, precision):
+                out = net(
+                    {key: value.index_select(0, share) for key, value in masked.items()},
+                    per=int((masked["labels"] != IGNORE).sum()) / processes.world,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            count = processes.total(out["masked"], device)
+            window.append((processes.total(out["loss_sum"], device), processes.total(out["correct"], device), count))
+            state["step"] = step + 1
+            bar.update(1)
+            if len(window) == config.log_every or state["step"] == end:
+                summed = np.array(window)
+                masked_steps = summed[:, 2] > 0
+                loss, accuracy = (
+                    (summed[masked_steps, :2] / summed[masked_steps, 2:]).mean(axis=0)
+                    if masked_steps.any()
+                    else (float("nan"), float("nan"))
+                )
+                state["history"].append(
+                    {
+                        "step": state["step"],
+                        "loss": float(loss),
+                        "accuracy": float(accuracy),
+                        "lr_plm": optimizer.param_groups[-1]["lr"],
+                    }
+                )
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
+                window = []
+            if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
+                state["seconds"] = seconds_before + time.perf_counter() - started
+                if processes.is_main:
+                    _save(work_dir / STATE, state, objective, optimizer, scheduler)
+                processes.barrier()  # a rank that dies now leaves a checkpoint every rank can resume from
+                last = state["history"][-1] if state["history"] else {}
+                log.info(
+                    "PA-MLM step %d/%d: loss %.4f, accuracy %.4f (%.0fs)",
+                    state["step"],
+                    end,
+                    last.get("loss", float("nan")),
+                    last.get("accuracy", float("nan")),
+                    state["seconds"],
+                )
     bar.close()
     state["seconds"] = seconds_before + time.perf_counter() - started
     history = state["history"]

@@ -140,9 +140,12 @@ class TwinTower(nn.Module):
             return self.item_tower(inputs.reshape(batch * length, 1, dim)).reshape(batch, length, -1)
         return F.normalize(inputs, dim=-1)
 
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user [B, D], target items [B, T, D]) of ``{"history": [B, H], "targets": [B, T]}``."""
+        return self.user_embedding(batch["history"]), self._encode_targets(batch["targets"])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        user = self.user_embedding(batch["history"])
-        items = self._encode_targets(batch["targets"])
+        user, items = self.encode(batch)
         loss = info_nce(user, items, batch["targets"], self.temperature, batch.get("log_q"))
         return {"user": user, "items": items, "loss": loss}
 

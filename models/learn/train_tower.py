@@ -5,6 +5,12 @@ a tower learns from unlabelled sequences and is selected by a retrieval metric. 
 in spirit is kept: each epoch's windows, shuffle and dropout are seeded from ``(seed, epoch)``, so a
 run resumed from ``state.pt`` after a kill replays what the uninterrupted run would have done.
 
+Under torchrun (models.distributed) every rank draws the same windows and batches; each encodes its
+strided share of a batch, the shares' embeddings are gathered with their gradients, and every rank
+computes InfoNCE over the whole batch, so the in-batch negatives are those of one process. The
+gradients are then summed over the ranks and divided by their number: the one-process gradient. Rank 0
+evaluates, decides early stopping and writes the checkpoints; the others take its decisions.
+
 Checkpoint folder: ``tower.json`` (how to rebuild the model), ``model.safetensors`` (best weights),
 ``state.pt`` (last epoch: weights, optimiser, counters, history) and ``history.json``.
 """
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from llm4ctr.atomic import atomic_file, write_text
@@ -26,7 +33,9 @@ from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.progress import bar as progress_bar
 from llm4ctr.settings import Settings
 from models.checkpoint import BEST_WEIGHTS, save_weights
+from models.distributed import Processes, process_group
 from models.learn.id_two_tower import IDTwoTower
+from models.learn.infonce import info_nce
 from models.learn.pch_tower import LearnTower, TwinTower
 from models.learn.retrieval import recall_ndcg, target_ranks
 from models.learn.sequences import UserSequences, histories_before, sample_windows
@@ -43,7 +52,7 @@ class TowerConfig(Settings):
     """Optimisation settings of the tower (params.yaml ``learn.tower_train``).
 
     ``logq_correction``: subtract each in-batch item's log frequency as a training target from its
-    logits (see :mod:`models.learn.infonce`).
+    logits (see :mod:`models.learn.infonce`). ``device``: auto | cpu | cuda (this rank's GPU).
     """
 
     lr: float = 3e-3
@@ -55,6 +64,7 @@ class TowerConfig(Settings):
     target_len: int = 10
     seed: int = 2024
     logq_correction: bool = True
+    device: str = "auto"
     num_threads: int = 0
     progress: bool = True
 
@@ -104,8 +114,8 @@ def embed_users(model: TwinTower, history: np.ndarray, batch_size: int = 4096) -
     if len(history) == 0:
         return torch.zeros(0, model.output_dim)
     distinct, inverse = np.unique(np.asarray(history), axis=0, return_inverse=True)
-    history_t = torch.as_tensor(distinct, dtype=torch.long)
-    parts = [model.user_embedding(history_t[i : i + batch_size]) for i in range(0, len(history_t), batch_size)]
+    history_t = torch.as_tensor(distinct, dtype=torch.long, device=_device(model))
+    parts = [model.user_embedding(history_t[i : i + batch_size]).cpu() for i in range(0, len(history_t), batch_size)]
     return torch.cat(parts)[torch.as_tensor(inverse.reshape(-1))]
 
 
@@ -113,8 +123,8 @@ def embed_users(model: TwinTower, history: np.ndarray, batch_size: int = 4096) -
 def embed_items(model: TwinTower, num_items: int, batch_size: int = 4096) -> torch.Tensor:
     """[num_items + 1, D] item embeddings, row 0 (padding) zero."""
     model.eval()
-    ids = torch.arange(1, num_items + 1)
-    parts = [model.item_embedding(ids[i : i + batch_size]) for i in range(0, num_items, batch_size)]
+    ids = torch.arange(1, num_items + 1, device=_device(model))
+    parts = [model.item_embedding(ids[i : i + batch_size]).cpu() for i in range(0, num_items, batch_size)]
     return torch.cat([torch.zeros(1, model.output_dim), *parts])
 
 
@@ -147,75 +157,127 @@ def fit_tower(
     ckpt_dir = Path(ckpt_dir)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
-    state = _start_state(model, optimizer, ckpt_dir, resume)
-    select = len(valid.targets) > 0
-    if not select:
-        log.warning(
-            "no validation query has a training history (%d dropped): the towers train all %d epochs, the last is kept",
-            valid.dropped,
-            config.max_epochs,
+    processes = Processes.from_env()
+    device = processes.device(config.device, "learn.tower_train.device")
+    processes.check_batch(config.batch_size, "learn.tower_train.batch_size")
+    model.to(device)
+    with process_group(device):  # joined first: the checkpoint start waits for every rank
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
         )
-    bar = progress_bar(
-        range(state["epoch"] + 1, config.max_epochs + 1),
-        enabled=config.progress,
-        desc="tower epochs",
-        initial=state["epoch"],
-        total=config.max_epochs,
-    )
-    for epoch in bar:
-        if select and state["bad_epochs"] >= config.patience:
-            break
-        started = time.perf_counter()
-        loss = _train_epoch(model, optimizer, seqs, config, epoch)
-        metrics = evaluate(model, valid, seen) if select else {"dropped": valid.dropped}
-        seconds = time.perf_counter() - started
-        state["history"].append({"epoch": epoch, "train_loss": loss, **metrics, "seconds": round(seconds, 3)})
-        state["train_seconds"] += seconds
-        if select and metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
-            state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
-            save_weights(model, ckpt_dir / BEST_WEIGHTS)
-        elif select:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        _write_state(model, optimizer, state, ckpt_dir)
-        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics.get(SELECT_BY, float('nan')):.4f}")
-        log.info("tower epoch %d: loss %.4f, valid %s", epoch, loss, metrics)
-    bar.close()
+        state = _start_state(model, optimizer, ckpt_dir, resume, processes)
+        select = len(valid.targets) > 0
+        if not select and processes.is_main:
+            log.warning(
+                "no validation query has a training history (%d dropped): "
+                "the towers train all %d epochs, the last is kept",
+                valid.dropped,
+                config.max_epochs,
+            )
+        bar = progress_bar(
+            range(state["epoch"] + 1, config.max_epochs + 1),
+            enabled=config.progress and processes.is_main,
+            desc="tower epochs",
+            initial=state["epoch"],
+            total=config.max_epochs,
+        )
+        for epoch in bar:
+            if select and state["bad_epochs"] >= config.patience:
+                break
+            started = time.perf_counter()
+            loss = _train_epoch(model, optimizer, seqs, config, epoch, processes)
+            if processes.is_main:
+                metrics = evaluate(model, valid, seen) if select else {"dropped": valid.dropped}
+                _end_epoch(model, optimizer, state, epoch, loss, metrics, time.perf_counter() - started, ckpt_dir)
+                bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{metrics.get(SELECT_BY, float('nan')):.4f}")
+            state = processes.broadcast(state)  # every rank stops with rank 0
+        bar.close()
+        processes.barrier()  # rank 0's best weights are written
     if select:
-        model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS))
+        model.load_state_dict(load_file(ckpt_dir / BEST_WEIGHTS, device=str(device)))
     else:  # nothing to select by: the model holds the last epoch, trained now or resumed
         state.update(best={"dropped": valid.dropped}, best_epoch=state["epoch"])
     return {key: state[key] for key in ("best_epoch", "best", "epoch", "history", "train_seconds")}
 
 
-def _train_epoch(model: TwinTower, optimizer, seqs: UserSequences, config: TowerConfig, epoch: int) -> float:
+def _end_epoch(model, optimizer, state: dict, epoch: int, loss: float, metrics: dict, seconds: float, ckpt_dir) -> None:
+    """Rank 0: record the epoch, keep the best weights by validation NDCG@10, write the checkpoint."""
+    select = SELECT_BY in metrics
+    state["history"].append({"epoch": epoch, "train_loss": loss, **metrics, "seconds": round(seconds, 3)})
+    state["train_seconds"] += seconds
+    if select and metrics[SELECT_BY] > state["best"].get(SELECT_BY, float("-inf")):
+        state.update(best=metrics, best_epoch=epoch, bad_epochs=0)
+        save_weights(model, ckpt_dir / BEST_WEIGHTS)
+    elif select:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+    _write_state(model, optimizer, state, ckpt_dir)
+    log.info("tower epoch %d: loss %.4f, valid %s", epoch, loss, metrics)
+
+
+def _train_epoch(
+    model: TwinTower, optimizer, seqs: UserSequences, config: TowerConfig, epoch: int, processes: Processes
+) -> float:
+    """One pass over the epoch's windows in seeded batches; returns the mean InfoNCE loss."""
     rng = np.random.default_rng([config.seed, epoch])
     torch.manual_seed(int(rng.integers(2**62)))  # dropout
     history, targets = sample_windows(seqs, config.history_len, config.target_len, rng)
     if len(history) == 0:
         raise DataError("no training windows: every user has fewer than 2 training interactions")
+    device = _device(model)
     order = torch.as_tensor(rng.permutation(len(history)))
-    history_t, targets_t = torch.as_tensor(history)[order], torch.as_tensor(targets)[order]
+    history_t, targets_t = torch.as_tensor(history)[order].to(device), torch.as_tensor(targets)[order].to(device)
     log_q = _target_log_frequency(targets_t) if config.logq_correction else None
     model.train()
     total = 0.0
     for start in range(0, len(order), config.batch_size):
-        batch = {
-            "history": history_t[start : start + config.batch_size],
-            "targets": targets_t[start : start + config.batch_size],
-        }
-        if log_q is not None:
-            batch["log_q"] = log_q[batch["targets"]]
-        loss = model(batch)["loss"]
+        history_b = history_t[start : start + config.batch_size]
+        targets_b = targets_t[start : start + config.batch_size]
+        user, items, targets_b = _encode_shared(model, history_b, targets_b, processes)
+        loss = info_nce(user, items, targets_b, model.temperature, None if log_q is None else log_q[targets_b])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        _sum_gradients(model, processes)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        total += float(loss.detach()) * len(batch["history"])
+        total += float(loss.detach()) * len(history_b)
     return total / len(order)
+
+
+def _encode_shared(
+    model: TwinTower, history: torch.Tensor, targets: torch.Tensor, processes: Processes
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(user, target items, targets) of a batch: in one process its encoding; under torchrun this rank
+    encodes its strided share (padded with empty rows, which are neither positives nor negatives, to the
+    same length on every rank) and the shares are gathered with their gradients, in rank order."""
+    if processes.world == 1:
+        return (*model.encode({"history": history, "targets": targets}), targets)
+    from torch.distributed.nn.functional import all_gather
+
+    per = -(-len(history) // processes.world)
+    shares = [torch.arange(rank, len(history), processes.world) for rank in range(processes.world)]
+    index = torch.stack([torch.cat([s, s.new_full((per - len(s),), -1)]) for s in shares]).to(history.device)
+    valid = (index >= 0).unsqueeze(-1)
+    padded_history = torch.where(valid, history[index.clamp(min=0)], 0)  # [W, per, H]
+    padded_targets = torch.where(valid, targets[index.clamp(min=0)], 0)  # [W, per, T]
+    user, items = model.encode({"history": padded_history[processes.rank], "targets": padded_targets[processes.rank]})
+    return torch.cat(all_gather(user)), torch.cat(all_gather(items)), padded_targets.flatten(0, 1)
+
+
+def _sum_gradients(model: TwinTower, processes: Processes) -> None:
+    """Under torchrun: each rank's gradient holds its share's part of the (identical) global loss, once
+    per rank through the gather's backward; their sum over the ranks, divided by the ranks, is the
+    one-process gradient."""
+    if processes.world == 1:
+        return
+    for param in model.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= processes.world
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _target_log_frequency(targets: torch.Tensor) -> torch.Tensor:
@@ -251,10 +313,10 @@ def load_tower(directory: str | Path) -> TwinTower:
     return model.eval()
 
 
-def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool) -> dict:
+def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool, processes: Processes) -> dict:
     path = ckpt_dir / STATE
     if resume and path.exists():
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, map_location=_device(model), weights_only=True)
         if saved["config"] != model.build_config:
             raise ParamsError(
                 f"{path}: checkpoint was written for another tower configuration; delete it or train with resume=False"
@@ -263,10 +325,12 @@ def _start_state(model: TwinTower, optimizer, ckpt_dir: Path, resume: bool) -> d
         optimizer.load_state_dict(saved.pop("optimizer"))
         log.info("resuming %s after epoch %d", ckpt_dir, saved["epoch"])
         return saved
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for name in (STATE, BEST_WEIGHTS, HISTORY):
-        (ckpt_dir / name).unlink(missing_ok=True)
-    write_text(ckpt_dir / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
+    processes.barrier()  # nobody may still be reading an old state we are about to replace
+    if processes.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for name in (STATE, BEST_WEIGHTS, HISTORY):
+            (ckpt_dir / name).unlink(missing_ok=True)
+        write_text(ckpt_dir / TOWER_CONFIG, json.dumps(model.build_config, indent=2))
     return {
         "config": model.build_config,
         "epoch": 0,

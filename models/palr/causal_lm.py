@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.hidden_states import DTYPES, resolve_device, resolve_dtype
+from models.distributed import Processes
+from models.hidden_states import DTYPES, resolve_dtype
 
 SENTINEL = "\x00MESSAGE\x00"
 
@@ -36,7 +37,7 @@ class CausalLM:
         """Load ``path`` (a folder or hub name ``from_pretrained`` accepts) on ``device``."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        where = resolve_device(device)
+        where = Processes.from_env().device(device, "palr.device")
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[resolve_dtype(dtype, where)]).to(where).eval()
         model.requires_grad_(False)
