@@ -170,6 +170,7 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
     """Train tower ``variant`` for every seed; retrieval on valid (selection) and test (report)."""
     import torch
 
+    from models.distributed import Processes
     from models.learn.train_tower import Queries, fit_tower, query_ranks, save_tower, seen_matrix
     from models.metrics import longtail_mask
 
@@ -233,7 +234,8 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
             "seeds": per_seed,
         }
         write_json(summary, tmp / "retrieval.json")
-    write_json({"tower": variant, **mean}, artifact_dir(root, TOWER_STAGE, dataset) / f"retrieval-{variant}.json")
+    if Processes.from_env().is_main:  # the metrics file lies outside the swapped folder: rank 0 alone writes it
+        write_json({"tower": variant, **mean}, artifact_dir(root, TOWER_STAGE, dataset) / f"retrieval-{variant}.json")
     return {"tower": variant, **{f"test_{k}": v for k, v in mean.items()}}
 
 

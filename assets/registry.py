@@ -16,6 +16,10 @@ on. Everything else is derived, so nothing can be forgotten:
 from it, so the two runners cannot drift; a test regenerates dvc.yaml and fails when the committed
 file differs. ``STAGES`` is in topological order (a test checks it).
 
+A ``distributed`` stage may run in several processes (``llm4ctr stage X --nproc N`` or the ``launch``
+params, from `dvc repro` and Dagster alike): its loops split the work over the ranks through
+models.distributed and only rank 0 publishes its outputs (llm4ctr.atomic.atomic_dir).
+
 A stage with ``fan_out`` runs once per variant listed at that params key (one instance per zoo model,
 say): ``{variant}`` in its paths stands for the variant, its function is called with ``variant=...``,
 DVC names the instances ``stage@variant`` and Dagster's assets are keyed ``stage/variant``.
@@ -52,6 +56,7 @@ class Stage:
     fan_out: str | None = None  # params key holding the list of variants this stage runs once each
     scored: bool = False  # writes <variant>/predictions.parquet: evaluate scores every variant
     resumable: bool = False  # keeps resumable work dirs under artifacts/.work/<stage>/ (assets/runs.py)
+    distributed: bool = False  # runs under torchrun (`llm4ctr stage --nproc N`): its loops shard, rank 0 writes
 
     def resolve(self, attr: str = "func") -> Callable[..., Any]:
         """Import and return the callable named by ``func`` or ``check``."""
@@ -140,6 +145,7 @@ _PRODUCERS: tuple[Stage, ...] = (
             deps=("artifacts/prompts/{dataset}",),
             outs=(f"artifacts/hidden_states_{kind}/{{dataset}}",),
             params=("data.name", "llm", "plm", "hidden_states"),
+            distributed=True,
         )
         for kind in ("scenario", "user", "item")
     ),
@@ -150,6 +156,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         deps=("artifacts/prompts/{dataset}",),
         outs=("artifacts/hidden_states_teacher/{dataset}",),
         params=("data.name", "llm", "plm", "hidden_states"),
+        distributed=True,
     ),
     Stage(
         name="train",
@@ -161,6 +168,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="ctr.models",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="clickprompt_pretrain",
@@ -180,6 +188,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         ),
         fan_out="clickprompt.pretrain.variants",
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="clickprompt",
@@ -192,6 +201,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="clickprompt.finetune.variants",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="msr",
@@ -203,6 +213,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="llm4msr.baselines",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="llm4msr",
@@ -219,6 +230,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="llm4msr.enhanced",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="gpt4sm_pretrain",
@@ -275,6 +287,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         metrics=("artifacts/learn_tower/{dataset}/retrieval-{variant}.json",),
         fan_out="learn.towers",
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="learn_embed",
@@ -295,6 +308,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="learn.ranker.variants",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
 )
 

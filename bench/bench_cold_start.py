@@ -37,9 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import Cell, auc_cell, main, override, read_records, versus  # noqa: E402
+from bench.cells import Cell, auc_cell, main, read_records, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
-from llm4ctr.params import read_profile  # noqa: E402
+from llm4ctr.params import format_override, read_profile  # noqa: E402
 
 WORK = ROOT / "artifacts" / ".work" / "bench-cold-start"
 RECORDS = ROOT / "bench" / "results" / "cold_start"
@@ -52,9 +52,9 @@ NO_TITLE_CONFIG = "configs/prompts.bench-no-title.yaml"  # written into a cell's
 
 def cells() -> dict[str, Cell]:
     """Every cell, protocols first (the sweep's default-source cells reuse nothing: same seed, fewer stages)."""
-    shared = override("hidden_states.store", str(WORK / "hidden_states"))
+    shared = format_override("hidden_states.store", str(WORK / "hidden_states"))
     found = {
-        name: Cell(name, (*(override(k, v) for k, v in read_profile(ROOT / "profiles", profile).items()), shared))
+        name: Cell(name, (*(format_override(*kv) for kv in read_profile(ROOT / "profiles", profile).items()), shared))
         for name, profile in PROTOCOLS.items()
     }
     for split in SWEEP_SPLITS:

@@ -35,9 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import DATASET, Cell, auc_cell, merged, override, read_records, run_cells, versus  # noqa: E402
+from bench.cells import DATASET, Cell, auc_cell, merged, read_records, run_cells, versus  # noqa: E402
 from llm4ctr.atomic import write_text  # noqa: E402
-from llm4ctr.params import read_profile  # noqa: E402
+from llm4ctr.params import format_override, read_profile  # noqa: E402
 
 WORK = ROOT / "artifacts" / ".work" / "bench-gpt4sm"
 RECORDS = ROOT / "bench" / "results" / "gpt4sm"
@@ -50,12 +50,12 @@ RECIPE = ("gpt4sm.rows=null", "gpt4sm.train.max_epochs=5", "gpt4sm.train.patienc
 
 
 def cells() -> dict[str, Cell]:
-    store = override("hidden_states.store", str(ROOT / "artifacts" / ".work" / "hidden_states"))
+    store = format_override("hidden_states.store", str(ROOT / "artifacts" / ".work" / "hidden_states"))
     shared = (*RECIPE, store)
     everything = ("train@dcnv2", *(f"gpt4sm@{v}" for v in ("dcnv2_teacher", *STUDENTS)))
     found = {
         name: Cell(
-            name, (*(override(k, v) for k, v in read_profile(ROOT / "profiles", p).items()), *shared), everything
+            name, (*(format_override(k, v) for k, v in read_profile(ROOT / "profiles", p).items()), *shared), everything
         )
         for name, p in PROTOCOLS.items()
     }

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cells import Cell, main, merged, override, read_records  # noqa: E402
-from llm4ctr.params import read_profile  # noqa: E402
+from bench.cells import Cell, main, merged, read_records  # noqa: E402
+from llm4ctr.params import format_override, read_profile  # noqa: E402
 
 WORK = ROOT / "artifacts" / ".work" / "bench-palr"
 RECORDS = ROOT / "bench" / "results" / "palr"
@@ -37,15 +37,15 @@ TALLREC = {16: 0.6724, 64: 0.6748, 256: 0.7198}  # LLaMA-7B + LoRA on ML-100K (d
 
 
 def cells() -> dict[str, Cell]:
-    store = override("hidden_states.store", str(ROOT / "artifacts" / ".work" / "hidden_states"))
-    protocol = {name: tuple(override(k, v) for k, v in read_profile(ROOT / "profiles", p).items())
+    store = format_override("hidden_states.store", str(ROOT / "artifacts" / ".work" / "hidden_states"))
+    protocol = {name: tuple(format_override(k, v) for k, v in read_profile(ROOT / "profiles", p).items())
                 for name, p in (("random", "seeds3"), ("cold_item", "cold_item"))}  # fmt: skip
     random_variants = (*LISTWISE[:4], *POINTWISE, LISTWISE[4])  # cheapest first; the listwise LoRA last
     cold_variants = POINTWISE[:2]
     return {
         "random": Cell(
             "random",
-            merged(*protocol["random"], store, *BUDGET, override("palr.variants", list(random_variants))),
+            merged(*protocol["random"], store, *BUDGET, format_override("palr.variants", list(random_variants))),
             ("train@dcnv2", *(f"palr@{v}" for v in random_variants)),
         ),
         "cold_item": Cell(
@@ -59,7 +59,7 @@ def cells() -> dict[str, Cell]:
                 "palr.retriever=popularity",
                 "palr.num_threads=1",  # runs beside the random cell: a core each
                 "learn.towers=[id]",  # the popularity retriever needs no tower; palr_candidates reads their folder
-                override("palr.variants", list(cold_variants)),
+                format_override("palr.variants", list(cold_variants)),
             ),
             ("train@dcnv2", *(f"palr@{v}" for v in cold_variants)),
         ),

@@ -37,11 +37,6 @@ class Cell:
     item_fields: tuple[str, ...] = ()  # bench_cold_start: LEARN's item text holds only these fields
 
 
-def override(key: str, value) -> str:
-    """``key=value`` for ``-S``, lists as JSON."""
-    return f"{key}={json.dumps(value) if isinstance(value, list) else value}"
-
-
 def merged(*overrides: str) -> tuple[str, ...]:
     """``key=value`` overrides with one entry per key, the last one given (DVC refuses repeated keys)."""
     last = {o.split("=", 1)[0]: o for o in overrides}

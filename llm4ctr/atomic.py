@@ -135,8 +135,15 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     The swap is two renames on the same filesystem: old -> backup, temp -> target; the backup is
     removed afterwards. On an exception the temporary directory is removed and ``target`` is untouched.
     Another process writing ``target`` meanwhile makes this raise ``OutputLocked`` at once.
+
+    Under torchrun only rank 0 publishes a stage's output: the other ranks (``RANK`` > 0) run the same
+    stage code and get a throwaway folder outside the project, dropped on exit.
     """
     target = Path(target)
+    if int(os.environ.get("RANK", "0")) > 0:
+        with tempfile.TemporaryDirectory(prefix=f"llm4ctr-rank{os.environ['RANK']}-{target.name}-") as dropped:
+            yield Path(dropped)
+        return
     with _writing(target, wait=False):
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like any other folder

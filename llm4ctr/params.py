@@ -103,6 +103,12 @@ def read_profile(folder: Path, name: str, _seen: tuple[str, ...] = ()) -> dict[s
     return merged
 
 
+def format_override(key: str, value: Any) -> str:
+    """``key=value`` that :func:`parse_override` (and DVC's ``-S``) read back as ``value``: strings as
+    they are, everything else as JSON."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value`` from the command line; the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:

@@ -110,16 +110,17 @@ class Processes:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device | None = None, timeout: timedelta | None = None) -> Iterator[Processes]:
-    """Join torchrun's process group (NCCL for a CUDA ``device``, else gloo) for the duration, when there
-    is one to join and nobody joined it yet; yields this process's :class:`Processes`."""
+def process_group(timeout: timedelta | None = None) -> Iterator[Processes]:
+    """Join torchrun's process group for the duration, when there is one to join and nobody joined it
+    yet (the stage command joins it once for a whole stage); yields this process's :class:`Processes`.
+    CPU tensors travel over gloo, CUDA tensors over NCCL (each rank on its LOCAL_RANK GPU)."""
     processes = Processes.from_env()
     created = processes.world > 1 and not dist.is_initialized()
     if created:
-        cuda = device is not None and device.type == "cuda"
+        cuda = torch.cuda.is_available()
         if cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo", **({"timeout": timeout} if timeout else {}))
+            torch.cuda.set_device(processes.local_rank)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", **({"timeout": timeout} if timeout else {}))
     try:
         yield processes
     finally:

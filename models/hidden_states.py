@@ -259,7 +259,7 @@ def cache_states(
     Rank 0's returned ``CacheRun`` (after the merge) covers every text; :func:`read_states` then
     returns them in order.
     """
-    # gloo even beside GPUs: the ranks only meet at barriers; they may wait long for each other's shards
+    # the ranks meet only at barriers, where one may wait long for the shards of the others
     with process_group(timeout=timedelta(hours=24)) as processes:
         rank, world, barrier = processes.rank, processes.world, processes.barrier
         device = processes.device(encoder.device, "hidden_states.device")

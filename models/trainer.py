@@ -160,7 +160,7 @@ class Trainer:
         if np.unique(valid_arrays["label"]).size < 2:
             raise DataError("valid: labels hold a single class, so validation AUC is undefined")
         self.processes.check_batch(cfg.batch_size, "train.batch_size")
-        with process_group(self.device), _deterministic(cfg.deterministic):
+        with process_group(), _deterministic(cfg.deterministic):
             state = self._fit(train, valid, Path(ckpt_dir), resume)
         return _result(state)
 

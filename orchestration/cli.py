@@ -16,7 +16,7 @@ import typer
 
 import orchestration  # noqa: F401  (telemetry off, offline hub)
 from llm4ctr.errors import Llm4ctrError
-from llm4ctr.params import PARAMS_FILE, load_params, parse_override
+from llm4ctr.params import PARAMS_FILE, format_override, load_params, parse_override
 
 app = typer.Typer(
     help="llm4ctr: LLM-enhanced CTR prediction pipeline (ClickPrompt, LLM4MSR, LEARN).",
@@ -80,9 +80,18 @@ def stage(
     variant: Annotated[
         str | None, typer.Option("--variant", help="for fan-out stages (e.g. train): one variant; default: all")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option("--nproc", help="torchrun processes for a distributed stage (default: launch.nproc_per_node)"),
+    ] = None,
 ) -> None:
-    """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
+    """Run one pipeline stage (this is what each dvc.yaml stage calls), in several processes when the
+    stage can (`llm4ctr stages` marks them) and --nproc or the ``launch`` params ask for it."""
+    from datetime import timedelta
+
     from assets.registry import get_stage
+    from models.distributed import process_group
+    from orchestration.launch import Launch, relaunch, under_torchrun
     from orchestration.timings import record, stage_label
 
     try:
@@ -92,14 +101,41 @@ def stage(
     params = _params(params_file, set_, dataset)
     if variant and not spec.fan_out:
         raise Llm4ctrError(f"stage '{name}' does not fan out; drop --variant")
-    for one in [variant] if variant else spec.variants(params):
-        start = time.perf_counter()
-        metadata = spec.resolve()(params, Path.cwd(), **({"variant": one} if one else {}))
-        seconds = time.perf_counter() - start
-        label = stage_label(name, one)
-        record(Path.cwd(), params.get_path("data.name"), label, seconds, params.digest(spec.params))
-        shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
-        typer.echo(f"stage {label} done in {seconds:.1f}s: {json.dumps(shown, default=str)}")
+    launch = Launch.from_params(params, nproc)
+    if launch.processes > 1 and not under_torchrun():
+        if not spec.distributed:
+            raise Llm4ctrError(f"stage '{name}' runs in one process; drop --nproc (or set launch.nproc_per_node: 1)")
+        raise typer.Exit(relaunch(launch, sys.argv[1:]))
+    # under torchrun: one process group for the whole stage, long enough for ranks waiting on rank 0
+    with process_group(timeout=timedelta(hours=24)) as processes:
+        for one in [variant] if variant else spec.variants(params):
+            start = time.perf_counter()
+            metadata = spec.resolve()(params, Path.cwd(), **({"variant": one} if one else {}))
+            seconds = time.perf_counter() - start
+            if not processes.is_main:
+                continue
+            label = stage_label(name, one)
+            record(Path.cwd(), params.get_path("data.name"), label, seconds, params.digest(spec.params))
+            report_to_dagster(metadata)
+            shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
+            where = f" in {processes.world} processes" if processes.world > 1 else ""
+            typer.echo(f"stage {label} done in {seconds:.1f}s{where}: {json.dumps(shown, default=str)}")
+
+
+def report_to_dagster(metadata: dict) -> None:
+    """In a process Dagster started through Pipes (a distributed materialization), send the stage's
+    metadata back as the asset's materialization; elsewhere nothing."""
+    import os
+
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+        return
+    from orchestration.definitions import metadata_kinds
+
+    values = {k: {"raw_value": v, "type": kind} for k, (kind, v) in metadata_kinds(metadata, Path.cwd()).items()}
+    with open_dagster_pipes() as pipes:
+        pipes.report_asset_materialization(metadata=values)
 
 
 @app.command()
@@ -110,7 +146,8 @@ def stages() -> None:
     params = load_params(PARAMS_FILE)
     for s in STAGES:
         after = ", ".join(upstream(s, params)) or "-"
-        typer.echo(f"{s.name:<14} after: {after:<20} {s.description}")
+        runs = "torchrun" if s.distributed else "1 process"
+        typer.echo(f"{s.name:<14} after: {after:<20} [{runs}] {s.description}")
 
 
 @app.command("dvc-yaml")
@@ -216,7 +253,7 @@ def profile(
 
     overrides = read_profile(Path.cwd() / "profiles", name)
     load_params(PARAMS_FILE, overrides)  # fails early, naming the key, if a path is not a mapping
-    args = [f"-S {shlex.quote(f'{k}={json.dumps(v) if not isinstance(v, str) else v}')}" for k, v in overrides.items()]
+    args = [f"-S {shlex.quote(format_override(k, v))}" for k, v in overrides.items()]
     typer.echo(" ".join(args))
 
 

@@ -5,10 +5,15 @@ and `dvc repro` always show one DAG. The dataset is a static partition; each ass
 stage function with params.yaml (plus the profile named by ``$LLM4CTR_PROFILE``, which `make ui
 PROFILE=full` sets, so a profile's variants appear as assets) and ``data.name = <partition>``, and
 shows the stage's figures as metadata. A failing check blocks everything downstream.
+
+A distributed stage whose ``launch`` params ask for several processes runs as `llm4ctr stage` in a
+subprocess through Dagster Pipes (``PipesSubprocessClient``): the command starts torchrun, and rank 0
+reports the stage's metadata back, so a multi-GPU materialization shows the same figures in the UI.
 """
 
 import base64
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,8 @@ import dagster as dg
 
 import orchestration  # noqa: F401  (telemetry off, offline hub)
 from assets.registry import STAGES, Stage, instance_edges
-from llm4ctr.params import PARAMS_FILE, Params, load_params, read_profile
+from llm4ctr.params import PARAMS_FILE, Params, format_override, load_params, read_profile
+from orchestration.launch import Launch
 from orchestration.monitoring import drift_check, drift_sensor
 
 DATASETS = ["ml-100k", "ml-1m", "bookcrossing", "amazon"]
@@ -47,23 +53,29 @@ class Project(dg.ConfigurableResource):
         return self.params().get_path("data.name")
 
 
-def to_metadata(values: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Stage metadata -> Dagster metadata: ``*_md`` keys render as markdown, ``*_png`` keys (a PNG file
-    relative to ``root``) as that image inline, containers as JSON."""
-    out: dict[str, Any] = {}
+def metadata_kinds(values: dict[str, Any], root: Path) -> dict[str, tuple[str, Any]]:
+    """Stage metadata -> {key: (kind, value)} in Dagster Pipes' metadata kinds: ``*_md`` keys are
+    markdown, ``*_png`` keys (a PNG file relative to ``root``) that image inline, containers JSON."""
+    out: dict[str, tuple[str, Any]] = {}
     for key, value in values.items():
         if key.endswith("_png"):
             data = base64.b64encode((Path(root) / value).read_bytes()).decode()
-            out[key[:-4]] = dg.MetadataValue.md(f"![{key[:-4]}](data:image/png;base64,{data})\n\n`{value}`")
+            out[key[:-4]] = ("md", f"![{key[:-4]}](data:image/png;base64,{data})\n\n`{value}`")
         elif key.endswith("_md"):
-            out[key[:-3]] = dg.MetadataValue.md(value)
+            out[key[:-3]] = ("md", value)
         elif isinstance(value, (dict, list)):
-            out[key] = dg.MetadataValue.json(value)
+            out[key] = ("json", value)
         elif value is None:
-            out[key] = dg.MetadataValue.text("-")
+            out[key] = ("text", "-")
         else:
-            out[key] = value
+            out[key] = ("__infer__", value)
     return out
+
+
+def to_metadata(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Stage metadata -> Dagster metadata values (see :func:`metadata_kinds`)."""
+    make = {"md": dg.MetadataValue.md, "json": dg.MetadataValue.json, "text": dg.MetadataValue.text}
+    return {key: make.get(kind, lambda v: v)(value) for key, (kind, value) in metadata_kinds(values, root).items()}
 
 
 def asset_key(stage: str, variant: str | None) -> dg.AssetKey:
@@ -82,12 +94,32 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
         group_name=stage.name if variant else "pipeline",
         kinds={"python"},
     )
-    def _asset(context: dg.AssetExecutionContext, project: Project) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, project: Project):
         params = project.params(context.partition_key)
+        if stage.distributed and Launch.from_params(params).processes > 1:  # torchrun, in a subprocess
+            return (
+                dg.PipesSubprocessClient()
+                .run(
+                    command=stage_command(stage, variant, context.partition_key, project),
+                    context=context,
+                    cwd=project.root,
+                )
+                .get_materialize_result()
+            )
         metadata = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
         return dg.MaterializeResult(metadata=to_metadata(metadata, Path(project.root)))
 
     return _asset
+
+
+def stage_command(stage: Stage, variant: str | None, dataset: str, project: Project) -> list[str]:
+    """`llm4ctr stage` for one stage instance with the project's params file and active profile: the
+    command that launches torchrun and reports the stage's metadata back through Dagster Pipes."""
+    overrides = [("-S", format_override(k, v)) for k, v in profile_overrides(Path(project.root)).items()]
+    return [
+        sys.executable, "-m", "orchestration.cli", "stage", stage.name, "--params", project.params_file,
+        "--dataset", dataset, *(["--variant", variant] if variant else []), *(a for pair in overrides for a in pair),
+    ]  # fmt: skip
 
 
 def stage_check(stage: Stage) -> dg.AssetChecksDefinition:

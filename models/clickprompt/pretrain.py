@@ -124,7 +124,7 @@ def pretrain(
     bar = progress_bar(total=end, initial=state["step"], desc="PA-MLM", enabled=config.progress and processes.is_main)
     window: list[tuple[float, float, float]] = []
     order, order_epoch = None, -1
-    with process_group(device):
+    with process_group():
         net = processes.wrap(objective, device, find_unused=True)  # the PLM's pooler has no MLM loss
         for step in range(state["step"], end):
             epoch, position = divmod(step, per_epoch)

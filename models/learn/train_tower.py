@@ -161,7 +161,7 @@ def fit_tower(
     device = processes.device(config.device, "learn.tower_train.device")
     processes.check_batch(config.batch_size, "learn.tower_train.batch_size")
     model.to(device)
-    with process_group(device):  # joined first: the checkpoint start waits for every rank
+    with process_group():  # joined first: the checkpoint start waits for every rank
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
         )
