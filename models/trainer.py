@@ -227,7 +227,7 @@ class Trainer:
             scaler.step(optimizer)
             scaler.update()
             total += loss.detach() * len(batch["label"])
-        return float(total) / len(rows)
+        return self.processes.total(float(total), self.device) / (len(rows) * self.world)  # over every rank
 
     def _end_epoch(
         self,

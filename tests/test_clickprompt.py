@@ -406,7 +406,8 @@ def test_pamlm_with_two_processes_matches_one_and_only_rank_0_writes(tmp_path):
     """2 gloo ranks, each a strided half of every global batch masked once: the one-process run's losses
     and weights within float noise (~20 s)."""
     data = _described(60)
-    data["attention_mask"][::3, -4:] = 0  # uneven lengths: shares trim differently from the global batch
+    data["attention_mask"][:, -4:] = 0  # one text in ten is long: a share without one is shorter than
+    data["attention_mask"][::10, -4:] = 1  # its global batch, and trims differently
     config = {"new_lr": 3e-3, "plm_lr": 3e-3, "batch_size": 16, "epochs": 2, "log_every": 2, "checkpoint_every": 3,
               "progress": False, "num_threads": 1}  # fmt: skip
     np.savez(tmp_path / "data.npz", **data)

@@ -198,7 +198,8 @@ DDP_SCRIPT = textwrap.dedent("""
     result = trainer.fit(split("train/"), split("valid/"), sys.argv[3])
     if trainer.rank == 0:
         np.save(sys.argv[3] + "/valid_pred.npy", trainer.predict(split("valid/")))
-        summary = {"best_epoch": result.best_epoch, "best_auc": result.best_auc}
+        losses = [h["train_loss"] for h in result.history]
+        summary = {"best_epoch": result.best_epoch, "best_auc": result.best_auc, "losses": losses}
         json.dump(summary, open(sys.argv[3] + "/result.json", "w"))
 """)
 
@@ -227,4 +228,5 @@ def test_ddp_with_two_cpu_processes_matches_single_process(tmp_path):
     ddp_result = json.loads((out / "result.json").read_text())
     assert ddp_result["best_epoch"] == result.best_epoch
     assert ddp_result["best_auc"] == pytest.approx(result.best_auc, abs=1e-4)
+    assert ddp_result["losses"] == pytest.approx([h["train_loss"] for h in result.history], abs=1e-5)  # all rows
     np.testing.assert_allclose(np.load(out / "valid_pred.npy"), single.predict(valid), atol=1e-4)

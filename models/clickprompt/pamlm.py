@@ -107,6 +107,9 @@ class PAMLM(nn.Module):
         masked count (a process's share of a global batch: the global count over the processes)."""
         batch = dict(batch if "labels" in batch else self.mask(batch, generator))
         labels = batch.pop("labels")
+        # a process's share of a global batch may be shorter than the batch: trim it as the net will
+        batch["input_ids"], batch["attention_mask"] = trim_padding(batch["input_ids"], batch["attention_mask"])
+        labels = labels[:, : batch["input_ids"].shape[1]]
         hidden = self.net(batch)["hidden"]
         picked = labels != IGNORE
         # the head runs even on no picked position (a tiny batch, a process's share): every part keeps a gradient
