@@ -47,6 +47,8 @@ def prepare(clone: Path, log) -> None:
     """A clone of this repository's HEAD with ML-100K and the stages the loops read (split ... prompts)."""
     if not (clone / ".git").is_dir():
         run_command(["git", "clone", "-q", str(ROOT), str(clone)], clone.parent, log)
+    else:
+        run_command(["git", "pull", "-q", "--ff-only", str(ROOT), "HEAD"], clone, log)
     run_command(["llm4ctr", "fetch"], clone, log)
     run_command(["dvc", "add", "-q", "data"], clone, log)
     run_command(["dvc", "repro", "features", "text", "prompts"], clone, log)
