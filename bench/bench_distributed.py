@@ -135,7 +135,7 @@ def report() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
-        result = next((f"{k} {r[k]}" for k in ("valid_auc", "loss_last", "test_ndcg@10") if k in r), "-")
+        result = next((f"{k} {r[k]:.6g}" for k in ("valid_auc", "loss_last", "test_ndcg@10") if k in r), "-")
         diff = r.get("max_abs_diff_vs_1")
         lines.append(
             f"| {r['loop']} | {r['nproc']} | {r['stage_seconds']} | {r.get('samples_per_s', '-')} | "
