@@ -13,11 +13,14 @@ Cells (LLM: SmolLM2-135M-Instruct, the default; 3 seeds for every finetuned vari
   and LoRA on 64 users, popularity / the ID two-tower retriever / DCNv2 ranking the same lists; pointwise
   zero-shot and LoRA on 16 / 64 / 256 training rows, scored on the 50 users' test rows next to DCNv2;
 - ``cold_item``: the pointwise rows on the cold-item split (test items unseen in training), zero-shot and
-  256 shots, next to DCNv2 on the same rows (seed 2024).
+  256 shots, next to DCNv2 on the same rows (seed 2024);
+- ``random_epochs8``: the random cell's 256-shot pointwise LoRA trained 8 epochs instead of 2 (seed 2024):
+  does more training on the same rows lift it?
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,7 +66,38 @@ def cells() -> dict[str, Cell]:
             ),
             ("train@dcnv2", *(f"palr@{v}" for v in cold_variants)),
         ),
+        "random_epochs8": Cell(
+            "random_epochs8",
+            merged(
+                *protocol["random"],
+                "train.seeds=[2024]",
+                store,
+                *BUDGET,
+                "palr.finetune.pool=0",
+                "palr.finetune.lora.epochs=8",  # 256 rows x 8 epochs = 256 steps: is 2 epochs too few?
+                "palr.num_threads=1",  # runs beside the random cell: a core each
+                "learn.towers=[id]",
+                format_override("palr.variants", ["pointwise_lora256"]),
+            ),
+            ("train@dcnv2", "palr@pointwise_lora256"),
+        ),
     }
+
+
+def reuse_profiles(cell: Cell):
+    """A cell on the random split starts with the random cell's profile cache (content-keyed: only the
+    profiles its own prompts and settings match are reused, the others are written)."""
+    source = WORK / "random" / "artifacts" / ".work" / "palr_profiles" / "profiles.jsonl"
+    if cell.name == "random" or not cell.name.startswith("random") or not source.is_file():
+        return None
+
+    def copy(clone: Path) -> None:
+        target = clone / "artifacts" / ".work" / "palr_profiles" / "profiles.jsonl"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+    return copy
 
 
 def pointwise_table(record: dict) -> str:
@@ -122,4 +156,4 @@ def report() -> None:
 
 
 if __name__ == "__main__":
-    main(__doc__, cells(), WORK, RECORDS, report)
+    main(__doc__, cells(), WORK, RECORDS, report, prepare=reuse_profiles)
