@@ -35,6 +35,7 @@ from torch import nn
 from llm4ctr.errors import ParamsError
 
 DEVICES = ("auto", "cpu", "cuda")
+MAPPED = "map"  # a device value of the LLM passes: one model spread over every GPU, then the CPU (Accelerate)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,14 @@ class Processes:
         """Rank 0: the process that evaluates, logs and writes."""
         return self.rank == 0
 
-    def device(self, name: str, key: str = "train.device") -> torch.device:
+    def device(self, name: str, key: str = "train.device", mappable: bool = False) -> torch.device:
         """``name`` (auto | cpu | cuda | cuda:N, from params ``key``) -> this process's device; auto and cuda
-        mean this rank's GPU (LOCAL_RANK) under torchrun."""
+        mean this rank's GPU (LOCAL_RANK) under torchrun. ``map``, when ``mappable`` (a frozen model too
+        large for one device, see :func:`load_pretrained`), gives the device its inputs start on."""
+        if name == MAPPED and mappable:
+            if self.world > 1:
+                raise ParamsError(f"{key}: {MAPPED} spreads one model over every GPU; run it in one process")
+            return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         if name not in DEVICES and not re.fullmatch(r"cuda:\d+", str(name)):
             raise ParamsError(f"{key}: expected one of {DEVICES} or cuda:N, got {name!r}")
         if name.startswith("cuda") and not torch.cuda.is_available():
@@ -126,6 +132,18 @@ def process_group(timeout: timedelta | None = None) -> Iterator[Processes]:
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def load_pretrained(auto_class, path: str, dtype: torch.dtype, device: torch.device, mapped: bool) -> nn.Module:
+    """``auto_class.from_pretrained(path)`` frozen in eval mode on ``device``; with ``mapped`` (the device
+    value ``map``) its layers are spread over the GPUs, then the CPU, by Accelerate's ``device_map="auto"``
+    (inputs go to ``model.device``, the first layer's)."""
+    placed = {"device_map": "auto"} if mapped else {}
+    model = auto_class.from_pretrained(path, dtype=dtype, **placed)
+    if not mapped:
+        model = model.to(device)
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def derive_seed(*keys: int) -> int:

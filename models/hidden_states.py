@@ -40,7 +40,7 @@ import torch
 
 from llm4ctr.atomic import save_tensors, write_text
 from llm4ctr.progress import bar as progress_bar
-from models.distributed import process_group
+from models.distributed import MAPPED, load_pretrained, process_group
 
 POOLINGS = ("last_token", "mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,7 +54,8 @@ class Encoder:
 
     ``model``: anything ``AutoModel.from_pretrained`` loads (a local folder or a hub name);
     ``model_id``: a stable id of those weights (see ``assets.pretrained.fingerprint``);
-    ``device``: auto | cpu | cuda | cuda:N; ``dtype``: auto | float32 | bfloat16 | float16.
+    ``device``: auto | cpu | cuda | cuda:N | map (one model over every GPU, then the CPU);
+    ``dtype``: auto | float32 | bfloat16 | float16.
     """
 
     model: str
@@ -198,8 +199,7 @@ def load(encoder: Encoder, device: torch.device, dtype: str):
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(encoder.model)
-    model = AutoModel.from_pretrained(encoder.model, dtype=DTYPES[dtype]).to(device).eval()
-    model.requires_grad_(False)
+    model = load_pretrained(AutoModel, encoder.model, DTYPES[dtype], device, encoder.device == MAPPED)
     model.config.use_cache = False  # no key/value cache: one forward per batch
     return tokenizer, model
 
@@ -262,7 +262,7 @@ def cache_states(
     # the ranks meet only at barriers, where one may wait long for the shards of the others
     with process_group(timeout=timedelta(hours=24)) as processes:
         rank, world, barrier = processes.rank, processes.world, processes.barrier
-        device = processes.device(encoder.device, "hidden_states.device")
+        device = processes.device(encoder.device, "hidden_states.device", mappable=True)
         dtype = resolve_dtype(encoder.dtype, device)
         spec = {
             "model": encoder.model, "model_id": encoder.model_id, "pooling": encoder.pooling,

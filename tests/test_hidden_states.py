@@ -275,3 +275,21 @@ def test_token_histogram_bins():
     hist = stage.token_histogram([1, 16, 17, 300, 5000])
     assert hist["<=16"] == 2 and hist["17-32"] == 1 and hist["257-512"] == 1 and hist[">4096"] == 1
     assert sum(hist.values()) == 5
+
+
+def test_a_model_mapped_by_accelerate_gives_the_states_of_one_device(llama, tmp_path):
+    """device "map" (Accelerate's device_map="auto": every GPU, then the CPU; here the CPU alone) is the
+    path of a model larger than one GPU; it must give the states of a plain load, and refuse torchrun."""
+    from models.distributed import Processes
+
+    texts = make_texts(12, seed=9)
+    plain = run(encoder(llama), texts, tmp_path / "plain")
+    mapped = cache_states(
+        Encoder(llama, fingerprint(llama), "last_token", 64, device="map"), texts, "t1", tmp_path / "mapped",
+        batch_size=8, shard_size=16, progress=False,
+    )  # fmt: skip
+    assert torch.equal(read_states(mapped), read_states(plain))
+    with pytest.raises(ParamsError, match="spreads one model over every GPU"):
+        Processes(rank=0, world=2).device("map", "hidden_states.device", mappable=True)
+    with pytest.raises(ParamsError, match="train.device: expected one of"):
+        Processes().device("map", "train.device")  # the training loops place whole models

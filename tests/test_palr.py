@@ -341,3 +341,14 @@ def test_lora_lowers_the_loss_and_changes_only_adapter_weights(lm):
 def test_lora_needs_examples(lm):
     with pytest.raises(ValueError, match="no finetuning examples"):
         finetune(lm, [], lm.single_tokens(["A"]), LoraConfig(), seed=0)
+
+
+def test_a_causal_lm_mapped_by_accelerate_scores_as_one_device(causal_path, lm):
+    mapped = CausalLM.load(causal_path, "tiny-causal", "map", "float32")
+    yes_no = lm.single_tokens([" Yes", " No"])
+    prompt = _prompt(lm, 14, 1, lead="")
+    rests = [[5, 6, 7], [8, 9]]
+    np.testing.assert_array_equal(
+        pointwise_scores(mapped, prompt.prefix, rests, yes_no, share=True),
+        pointwise_scores(lm, prompt.prefix, rests, yes_no, share=True),
+    )

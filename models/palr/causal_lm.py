@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.distributed import Processes
+from models.distributed import MAPPED, Processes, load_pretrained
 from models.hidden_states import DTYPES, resolve_dtype
 
 SENTINEL = "\x00MESSAGE\x00"
@@ -34,13 +34,14 @@ class CausalLM:
 
     @classmethod
     def load(cls, path: str, model_id: str, device: str = "auto", dtype: str = "auto") -> CausalLM:
-        """Load ``path`` (a folder or hub name ``from_pretrained`` accepts) on ``device``."""
+        """Load ``path`` (a folder or hub name ``from_pretrained`` accepts) on ``device`` (auto | cpu | cuda |
+        cuda:N | map: spread over the GPUs, then the CPU)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        where = Processes.from_env().device(device, "palr.device")
+        where = Processes.from_env().device(device, "palr.device", mappable=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[resolve_dtype(dtype, where)]).to(where).eval()
-        model.requires_grad_(False)
+        precision = DTYPES[resolve_dtype(dtype, where)]
+        model = load_pretrained(AutoModelForCausalLM, path, precision, where, device == MAPPED)
         lm = cls(model, tokenizer, model_id, where)
         if getattr(tokenizer, "chat_template", None):
             framed = tokenizer.apply_chat_template(
