@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ import torch
 
 from llm4ctr.atomic import save_tensors, write_text
 from llm4ctr.progress import bar as progress_bar
+from models.batching import token_batches
 from models.distributed import MAPPED, load_pretrained, process_group
 
 POOLINGS = ("last_token", "mean")
@@ -225,10 +227,10 @@ def tokenize(tokenizer, texts: list[str], encoder: Encoder, chunk: int = 4096) -
     return ids, lengths
 
 
-def batches(ids: list[np.ndarray], keys: list[str], batch_size: int) -> list[list[int]]:
-    """Indices into ``ids`` in batches of similar length: longest first (a too-large batch fails at once)."""
-    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), keys[i]))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def batches(ids: list[np.ndarray], keys: list[str], batch_size: int, batch_tokens: int = 0) -> list[list[int]]:
+    """Indices into ``ids`` in batches of similar length, longest first (a too-large batch fails at once):
+    at most ``batch_size`` texts and, when ``batch_tokens`` > 0, at most that many padded tokens."""
+    return token_batches([len(x) for x in ids], batch_tokens or sys.maxsize, batch_size, tiebreak=keys.__getitem__)
 
 
 def forward(model, rows: list[np.ndarray], pad_id: int, pooling: str, device: torch.device) -> torch.Tensor:
@@ -252,6 +254,7 @@ def cache_states(
     *,
     batch_size: int,
     shard_size: int,
+    batch_tokens: int = 0,
     progress: bool = True,
 ) -> CacheRun:
     """Make sure the states of ``texts`` are in the store under ``store_root``; report what was done.
@@ -281,7 +284,15 @@ def cache_states(
         barrier()  # every rank has read the same index before any rank writes a shard
         if pending:
             _compute(
-                encoder, list(pending), list(pending.values()), store, run, device, batch_size, shard_size, progress
+                encoder,
+                list(pending),
+                list(pending.values()),
+                store,
+                run,
+                device,
+                (batch_size, batch_tokens),
+                shard_size,
+                progress,
             )
         barrier()
         if rank == 0:
@@ -293,13 +304,14 @@ def cache_states(
         return run
 
 
-def _compute(encoder, keys, texts, store, run, device, batch_size, shard_size, progress) -> None:
-    """Compute this rank's share of ``texts``, writing a shard whenever ``shard_size`` rows are buffered."""
+def _compute(encoder, keys, texts, store, run, device, budget, shard_size, progress) -> None:
+    """Compute this rank's share of ``texts`` in batches of ``budget`` = (texts, padded tokens) at most,
+    writing a shard whenever ``shard_size`` rows are buffered."""
     started = time.perf_counter()
     tokenizer, model = load(encoder, device, run.dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, lengths = tokenize(tokenizer, texts, encoder)
-    mine = batches(ids, keys, batch_size)[run.rank :: run.world]
+    mine = batches(ids, keys, *budget)[run.rank :: run.world]
     run.load_seconds = time.perf_counter() - started
     tag = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-r{run.rank:03d}"  # unique per run and rank
     rows: list[int] = []

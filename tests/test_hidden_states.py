@@ -293,3 +293,18 @@ def test_a_model_mapped_by_accelerate_gives_the_states_of_one_device(llama, tmp_
         Processes(rank=0, world=2).device("map", "hidden_states.device", mappable=True)
     with pytest.raises(ParamsError, match="train.device: expected one of"):
         Processes().device("map", "train.device")  # the training loops place whole models
+
+
+def test_a_padded_token_budget_changes_the_batches_not_the_states(llama, tmp_path):
+    texts = make_texts(30, seed=11)
+    fixed = run(encoder(llama), texts, tmp_path / "fixed")
+    budget = cache_states(encoder(llama), texts, "t1", tmp_path / "budget", batch_size=64, shard_size=16,
+                          batch_tokens=96, progress=False)  # fmt: skip
+    torch.testing.assert_close(read_states(budget), read_states(fixed), atol=1e-5, rtol=1e-4)
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(llama)
+    ids, _ = hs.tokenize(tokenizer, texts, encoder(llama))
+    keys = [str(i) for i in range(len(ids))]
+    sized = hs.batches(ids, keys, 64, 96)
+    assert all(len(b) * max(len(ids[i]) for i in b) <= 96 or len(b) == 1 for b in sized)
+    assert hs.batches(ids, keys, 8) == [sorted(range(30), key=lambda i: (-len(ids[i]), keys[i]))[s : s + 8]
+                                        for s in range(0, 30, 8)]  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from models.batching import token_batches
 from models.palr.causal_lm import CausalLM
 from models.palr.prompts import Prompt
 
@@ -37,23 +38,11 @@ def last_logits(lm: CausalLM, rows: Sequence[Sequence[int]], token_ids: Sequence
     return lm.token_logits(hidden[torch.arange(len(rows), device=lm.device), mask.sum(1) - 1], list(token_ids))
 
 
-def _batches(order: Sequence[int], batch_tokens: int, length) -> list[list[int]]:
-    """Indices in batches of at most ``batch_tokens`` padded tokens (longest first)."""
-    order = sorted(order, key=lambda i: -length(i))
-    out: list[list[int]] = []
-    for i in order:
-        if out and (len(out[-1]) + 1) * length(out[-1][0]) <= batch_tokens:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
 @torch.inference_mode()
 def listwise_scores(lm: CausalLM, prompts: Sequence[Prompt], letter_ids: Sequence[int], batch_tokens: int = 4096):
     """[N, len(letter_ids)] letter logits, one forward pass per prompt (batched by padded tokens)."""
     out = np.zeros((len(prompts), len(letter_ids)), dtype=np.float32)
-    for batch in _batches(range(len(prompts)), batch_tokens, lambda i: len(prompts[i])):
+    for batch in token_batches([len(p) for p in prompts], batch_tokens):
         out[batch] = last_logits(lm, [prompts[i].ids for i in batch], letter_ids).cpu().numpy()
     return out
 
@@ -72,13 +61,13 @@ def pointwise_scores(
         return np.zeros(0)
     logits = torch.zeros(len(rests), 2)
     if not share:
-        for batch in _batches(range(len(rests)), batch_tokens, lambda i: len(prefix) + len(rests[i])):
+        for batch in token_batches([len(prefix) + len(r) for r in rests], batch_tokens):
             logits[batch] = last_logits(lm, [list(prefix) + list(rests[i]) for i in batch], yes_no).cpu()
         return torch.softmax(logits, dim=1)[:, 0].double().numpy()
     decoder = lm.model.get_decoder()
     cache = decoder(input_ids=torch.tensor([list(prefix)], device=lm.device), use_cache=True).past_key_values
     n_prefix = len(prefix)
-    for batch in _batches(range(len(rests)), batch_tokens, lambda i: len(rests[i])):
+    for batch in token_batches([len(r) for r in rests], batch_tokens):
         ids, mask = padded([rests[i] for i in batch], lm.pad_id, lm.device)
         full_mask = torch.cat([torch.ones(len(batch), n_prefix, dtype=mask.dtype, device=lm.device), mask], dim=1)
         shared = copy.deepcopy(cache)
