@@ -13,10 +13,13 @@ from llm4ctr.errors import ParamsError
 
 # Settings that choose which runs happen or how they look, never what one run learns: left out of a
 # stage's resume key (assets.runs) and of a loop's own resumed state (PA-MLM), so adding a seed, turning
-# bars off or changing threads resumes finished work.
+# bars off, changing threads or splitting a step into accumulated parts resumes finished work.
 RUNTIME_KEYS = frozenset(
-    {"seeds", "plm_seeds", "progress", "num_threads", "device", "checkpoint_every", "log_every", "stop_at"}
-)
+    {
+        "seeds", "plm_seeds", "progress", "num_threads", "device", "accumulate",
+        "checkpoint_every", "log_every", "stop_at",
+    }
+)  # fmt: skip
 
 
 class Settings:

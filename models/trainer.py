@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,9 +57,11 @@ class TrainConfig(Settings):
     """Optimisation and runtime settings (the ``train`` section of params.yaml).
 
     ``batch_size`` is global: under DDP each of the W ranks takes ``batch_size // W`` rows per step.
-    ``amp``: mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); ignored on
-    CPU. ``num_threads``: CPU intra-op threads, 0 keeps torch's default. ``deterministic`` asks torch
-    for deterministic kernels (always true on CPU; on CUDA it trades some speed).
+    ``accumulate``: forward passes per optimizer step, each over ``batch_size / accumulate`` rows (the
+    memory of a smaller batch, the gradient of the whole one). ``amp``: mixed precision on CUDA (bf16
+    where supported, else fp16 with loss scaling); ignored on CPU. ``num_threads``: CPU intra-op threads,
+    0 keeps torch's default. ``deterministic`` asks torch for deterministic kernels (always true on CPU;
+    on CUDA it trades some speed).
     """
 
     lr: float = 1e-3
@@ -70,6 +72,7 @@ class TrainConfig(Settings):
     patience: int = 2
     seed: int = 2024
     device: str = "auto"
+    accumulate: int = 1
     amp: bool = True
     num_threads: int = 0
     deterministic: bool = True
@@ -80,7 +83,7 @@ class TrainConfig(Settings):
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ParamsError(f"train.device: expected one of {DEVICES}, got {self.device!r}")
-        self.require_positive("batch_size", "eval_batch_size", "max_epochs", "patience")
+        self.require_positive("batch_size", "eval_batch_size", "max_epochs", "patience", "accumulate")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ParamsError(f"train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -211,22 +214,27 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.seed, epoch, 1, self.rank))  # dropout and friends
         rows = epoch_rows(len(train["label"]), cfg.seed, epoch, self.rank, self.world).to(self.device)
         step = cfg.batch_size // self.world
+        micro = -(-step // cfg.accumulate)  # rows per forward pass; their gradients add up to the step's
         net.train()
         total = torch.zeros((), device=self.device)
         starts = range(0, len(rows), step)
         for start in progress_bar(starts, enabled=cfg.progress and self.is_main, desc=f"epoch {epoch}", leave=False):
             picked = rows[start : start + step]
-            batch = {k: v.index_select(0, picked) for k, v in train.items()}
-            with autocast(self.device, self.amp_dtype):
-                out = net(batch)
-                loss = F.binary_cross_entropy_with_logits(out["logit"].float(), batch["label"])
-                if "aux_loss" in out:
-                    loss = loss + out["aux_loss"]
+            parts = picked.split(micro)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            for k, part in enumerate(parts):
+                batch = {name: v.index_select(0, part) for name, v in train.items()}
+                # DDP averages the gradients over the ranks once per step, at its last part
+                sync = k == len(parts) - 1 or self.world == 1
+                with autocast(self.device, self.amp_dtype), nullcontext() if sync else net.no_sync():
+                    out = net(batch)
+                    loss = F.binary_cross_entropy_with_logits(out["logit"].float(), batch["label"])
+                    if "aux_loss" in out:
+                        loss = loss + out["aux_loss"]
+                    scaler.scale(loss * (len(part) / len(picked))).backward()
+                total += loss.detach() * len(part)
             scaler.step(optimizer)
             scaler.update()
-            total += loss.detach() * len(batch["label"])
         return self.processes.total(float(total), self.device) / (len(rows) * self.world)  # over every rank
 
     def _end_epoch(

@@ -412,7 +412,8 @@ def test_pamlm_with_two_processes_matches_one_and_only_rank_0_writes(tmp_path):
               "progress": False, "num_threads": 1}  # fmt: skip
     np.savez(tmp_path / "data.npz", **data)
     (tmp_path / "pamlm.py").write_text(PAMLM_SCRIPT)
-    torchrun(tmp_path / "pamlm.py", tmp_path / "data.npz", tmp_path / "two", json.dumps(config))
+    two_parts = {**config, "accumulate": 2}  # each rank also splits its share in 2 passes: DDP syncs once a step
+    torchrun(tmp_path / "pamlm.py", tmp_path / "data.npz", tmp_path / "two", json.dumps(two_parts))
 
     single = no_dropout_objective()
     summary = pretrain(single, data, tmp_path / "one", PretrainConfig(**config))

@@ -83,6 +83,20 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert not torch.equal(_weights(first.model)["mlp.net.0.weight"], _weights(other.model)["mlp.net.0.weight"])
 
 
+def test_accumulated_parts_give_the_gradient_of_the_whole_batch(tmp_path):
+    """4 forward passes of 64 rows per step of 256: the model of one pass per step (no dropout here)."""
+    whole, whole_fit = _fit(tmp_path / "a", _model(dropout=0.0), max_epochs=2)
+    model, sizes = _model(dropout=0.0), []
+    forward = model.forward
+    model.forward = lambda batch: (model.training and sizes.append(len(batch["label"])), forward(batch))[1]
+    parts, parts_fit = _fit(tmp_path / "b", model, max_epochs=2, accumulate=4)
+    rows = len(encoded()[1]["label"])
+    assert max(sizes) == 64 and len(sizes) == 2 * (4 * (rows // 256) + -(-(rows % 256) // 64))  # 4 passes a step
+    for key, value in _weights(whole.model).items():
+        torch.testing.assert_close(_weights(parts.model)[key], value, atol=1e-5, rtol=1e-4, msg=key)
+    assert [h["train_loss"] for h in parts_fit.history] == pytest.approx([h["train_loss"] for h in whole_fit.history])
+
+
 class Killed(Exception):
     """Stands in for SIGKILL: raised from inside a training step."""
 
@@ -210,8 +224,8 @@ def test_ddp_with_two_cpu_processes_matches_single_process(tmp_path):
     encoder, train, valid, _ = encoded()
     hparams = TINY["dnn"]  # no dropout: ranks draw their own masks, which one process cannot reproduce
     config = {"batch_size": 256, "max_epochs": 3, "patience": 10, "lr": 3e-3, "progress": False}
-    (tmp_path / "spec.json").write_text(
-        json.dumps({"vocab_sizes": encoder.vocab_sizes, "hparams": hparams, "config": config})
+    (tmp_path / "spec.json").write_text(  # the ranks also accumulate 2 parts per step: DDP syncs once
+        json.dumps({"vocab_sizes": encoder.vocab_sizes, "hparams": hparams, "config": {**config, "accumulate": 2}})
     )
     np.savez(
         tmp_path / "data.npz",

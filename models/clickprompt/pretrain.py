@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class PretrainConfig(Settings):
     ``new_lr``: CTR model, prompt generator and freshly initialised MLM-head parts; ``plm_lr``: the
     pretrained PLM weights. ``epochs`` passes over the texts, cut at ``max_steps`` when > 0 (the short
     default profile). ``warmup``: share of the steps with a linearly rising learning rate.
+    ``accumulate``: forward passes per step, each over a part of the batch (the gradient of the whole).
     ``stop_at`` > 0 pauses the run after that step without changing its schedule: the weights so far
     can be used (PA-MLM over the first ``stop_at * batch_size`` texts of the permutation) and a later
     call with a larger ``stop_at`` (or 0) continues the same run from its checkpoint.
@@ -62,6 +64,7 @@ class PretrainConfig(Settings):
     max_grad_norm: float = 1.0
     seed: int = 2024
     device: str = "auto"
+    accumulate: int = 1
     num_threads: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -71,7 +74,7 @@ class PretrainConfig(Settings):
     SECTION = "clickprompt.pretrain"
 
     def __post_init__(self):
-        self.require_positive("batch_size", "epochs", "checkpoint_every", "log_every")
+        self.require_positive("batch_size", "epochs", "checkpoint_every", "log_every", "accumulate")
         if not 0 <= self.warmup < 1:
             raise ParamsError(f"clickprompt.pretrain.warmup: expected a share in [0, 1), got {self.warmup!r}")
         if self.new_lr < 0 or self.plm_lr < 0 or self.max_steps < 0 or self.stop_at < 0:
@@ -133,22 +136,26 @@ def pretrain(
             picked = order[position * config.batch_size : (position + 1) * config.batch_size]
             draws = torch.Generator(device=device).manual_seed(derive_seed(config.seed, step, 3))  # masking
             masked = objective.mask({key: value.index_select(0, picked) for key, value in data.items()}, draws)
-            share = processes.part(torch.arange(len(picked), device=device))
+            # every rank a share (a last batch smaller than the ranks wraps around), in `accumulate` parts
+            positions = torch.arange(len(picked), device=device).repeat(-(-processes.world // len(picked)))
+            share = processes.part(positions[: max(len(picked), processes.world)])
+            per = int((masked["labels"] != IGNORE).sum()) / processes.world
             dropout = (config.seed, step, 2, processes.rank) if processes.world > 1 else (config.seed, step, 2)
             torch.manual_seed(derive_seed(*dropout))
-            with autocast(device, precision):
-                out = net(
-                    {key: value.index_select(0, share) for key, value in masked.items()},
-                    per=int((masked["labels"] != IGNORE).sum()) / processes.world,
-                )
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            parts = share.split(-(-len(share) // config.accumulate))
+            sums = np.zeros(3)
+            for k, part in enumerate(parts):
+                sync = k == len(parts) - 1 or processes.world == 1  # DDP averages once per step
+                with autocast(device, precision), nullcontext() if sync else net.no_sync():
+                    out = net({key: value.index_select(0, part) for key, value in masked.items()}, per=per)
+                    out["loss"].backward()
+                sums += (out["loss_sum"], out["correct"], out["masked"])
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            count = processes.total(out["masked"], device)
-            window.append((processes.total(out["loss_sum"], device), processes.total(out["correct"], device), count))
+            window.append(tuple(processes.total(value, device) for value in sums))
             state["step"] = step + 1
             bar.update(1)
             if len(window) == config.log_every or state["step"] == end:
