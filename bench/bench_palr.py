@@ -14,8 +14,8 @@ Cells (LLM: SmolLM2-135M-Instruct, the default; 3 seeds for every finetuned vari
   zero-shot and LoRA on 16 / 64 / 256 training rows, scored on the 50 users' test rows next to DCNv2;
 - ``cold_item``: the pointwise rows on the cold-item split (test items unseen in training), zero-shot and
   256 shots, next to DCNv2 on the same rows (seed 2024);
-- ``random_epochs8``: the random cell's 256-shot pointwise LoRA trained 8 epochs instead of 2 (seed 2024):
-  does more training on the same rows lift it?
+- ``random_epochs8`` / ``random_listwise_epochs8``: the random cell's 256-shot pointwise LoRA / 64-user
+  listwise LoRA trained 8 epochs instead of 2 (seed 2024): does more training on the same examples lift them?
 """
 
 from __future__ import annotations
@@ -80,6 +80,20 @@ def cells() -> dict[str, Cell]:
                 format_override("palr.variants", ["pointwise_lora256"]),
             ),
             ("train@dcnv2", "palr@pointwise_lora256"),
+        ),
+        "random_listwise_epochs8": Cell(
+            "random_listwise_epochs8",
+            merged(
+                *protocol["random"],
+                "train.seeds=[2024]",
+                store,
+                *BUDGET,
+                "palr.finetune.lora.epochs=8",  # 64 lists x 8 epochs = 64 steps instead of 24
+                "palr.num_threads=1",
+                "learn.towers=[id]",
+                format_override("palr.variants", ["listwise_lora64"]),
+            ),
+            ("train@dcnv2", "palr@listwise_lora64"),
         ),
     }
 
