@@ -36,6 +36,7 @@ DOC = ROOT / "docs" / "RESULTS_PALR.md"
 BUDGET = ("palr.users=50", "palr.finetune.pool=64", "palr.finetune.lora.min_steps=24")
 LISTWISE = ("popularity", "retriever", "dcnv2", "listwise_zeroshot", "listwise_lora64")
 POINTWISE = ("pointwise_zeroshot", "pointwise_lora256", "pointwise_lora16", "pointwise_lora64")
+COST_CELLS = ("random", "cold_item")  # the other cells retrain one variant of the random cell
 TALLREC = {16: 0.6724, 64: 0.6748, 256: 0.7198}  # LLaMA-7B + LoRA on ML-100K (docs/METHODS.md)
 
 
@@ -163,8 +164,10 @@ def report() -> None:
         listwise = listwise_markdown(palr.get("variants", {}), lists.get("candidates"), lists.get("retriever_hit_rate"))
         if listwise:
             replace_block(DOC, f"palr {cell} listwise", listwise)
-        replace_block(DOC, f"palr {cell} pointwise", pointwise_table(record))
-        replace_block(DOC, f"palr {cell} cost", cost_markdown(palr.get("variants", {})))
+        if record["results"].get("sampled"):
+            replace_block(DOC, f"palr {cell} pointwise", pointwise_table(record))
+        if cell in COST_CELLS:
+            replace_block(DOC, f"palr {cell} cost", cost_markdown(palr.get("variants", {})))
     replace_block(DOC, "palr finetune", finetune_table(records))
     print(DOC.read_text())
 
