@@ -70,11 +70,13 @@ def relaunch(launch: Launch, argv: list[str]) -> int:
     """Run `llm4ctr <argv>` under torchrun with ``launch``; its exit status (rank failures included).
     ``--nproc`` is left out of the processes' arguments (torchrun's parser would take it for its own
     ``--nproc_per_node``): in them WORLD_SIZE says they are the launched ones."""
-    kept, skip = [], False
+    kept, value_next = [], False
     for arg in argv:
-        if skip or arg == "--nproc" or arg.startswith("--nproc="):
-            skip = arg == "--nproc" and not skip
-            continue
-        kept.append(arg)
+        if value_next:
+            value_next = False
+        elif arg == "--nproc":
+            value_next = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", *launch.torchrun_args(), "-m", "orchestration.cli", *kept]
     return subprocess.run(command, check=False).returncode

@@ -123,3 +123,22 @@ def test_torchrun_options_for_one_and_several_machines():
         "--nproc_per_node", "4", "--nnodes", "2", "--rdzv_backend", "c10d", "--rdzv_endpoint", "node0:29500",
         "--rdzv_id", "job",
     ]  # fmt: skip
+
+
+def test_the_launched_processes_get_the_command_without_nproc(monkeypatch):
+    import subprocess
+
+    from orchestration import launch
+
+    calls = []
+
+    def run(command, check):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    argv = ["stage", "train", "--nproc", "2", "--variant", "dcnv2", "--nproc=2", "-S", "train.lr=0.01"]
+    assert launch.relaunch(Launch(nproc_per_node=2), argv) == 3
+    (command,) = calls
+    launched = ["-m", "orchestration.cli", "stage", "train", "--variant", "dcnv2", "-S", "train.lr=0.01"]
+    assert command[command.index("-m", 3) :] == launched
