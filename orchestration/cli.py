@@ -87,11 +87,8 @@ def stage(
 ) -> None:
     """Run one pipeline stage (this is what each dvc.yaml stage calls), in several processes when the
     stage can (`llm4ctr stages` marks them) and --nproc or the ``launch`` params ask for it."""
-    from datetime import timedelta
-
     from assets.registry import get_stage
-    from models.distributed import process_group
-    from orchestration.launch import Launch, relaunch, under_torchrun
+    from orchestration.launch import Launch, relaunch, stage_group, under_torchrun
     from orchestration.timings import record, stage_label
 
     try:
@@ -106,19 +103,18 @@ def stage(
         if not spec.distributed:
             raise Llm4ctrError(f"stage '{name}' runs in one process; drop --nproc (or set launch.nproc_per_node: 1)")
         raise typer.Exit(relaunch(launch, sys.argv[1:]))
-    # under torchrun: one process group for the whole stage, long enough for ranks waiting on rank 0
-    with process_group(timeout=timedelta(hours=24)) as processes:
+    with stage_group() as (rank, world):
         for one in [variant] if variant else spec.variants(params):
             start = time.perf_counter()
             metadata = spec.resolve()(params, Path.cwd(), **({"variant": one} if one else {}))
             seconds = time.perf_counter() - start
-            if not processes.is_main:
+            if rank != 0:
                 continue
             label = stage_label(name, one)
             record(Path.cwd(), params.get_path("data.name"), label, seconds, params.digest(spec.params))
             report_to_dagster(metadata)
             shown = {k: v for k, v in metadata.items() if not k.endswith("_md")}
-            where = f" in {processes.world} processes" if processes.world > 1 else ""
+            where = f" in {world} processes" if world > 1 else ""
             typer.echo(f"stage {label} done in {seconds:.1f}s{where}: {json.dumps(shown, default=str)}")
 
 

@@ -10,10 +10,13 @@ with the same command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
@@ -64,6 +67,20 @@ class Launch:
 def under_torchrun() -> bool:
     """True in a process torchrun started (it sets WORLD_SIZE)."""
     return "WORLD_SIZE" in os.environ
+
+
+@contextlib.contextmanager
+def stage_group() -> Iterator[tuple[int, int]]:
+    """(rank, world size) while one stage runs. Under torchrun the stage's one process group is joined
+    here, with a timeout long enough for ranks waiting on rank 0; in one process this is (0, 1) and
+    torch is not imported (most stages never need it)."""
+    if not under_torchrun():
+        yield 0, 1
+        return
+    from models.distributed import process_group
+
+    with process_group(timeout=timedelta(hours=24)) as processes:
+        yield processes.rank, processes.world
 
 
 def relaunch(launch: Launch, argv: list[str]) -> int:
