@@ -14,6 +14,8 @@ Cells (LLM: SmolLM2-135M-Instruct, the default; 3 seeds for every finetuned vari
   zero-shot and LoRA on 16 / 64 / 256 training rows, scored on the 50 users' test rows next to DCNv2;
 - ``cold_item``: the pointwise rows on the cold-item split (test items unseen in training), zero-shot and
   256 shots, next to DCNv2 on the same rows (seed 2024);
+- ``random_loraall``: the pointwise LoRA on all the training rows this budget fits (``palr.finetune.all_rows``,
+  512 steps), next to DCNv2 on the same rows (seed 2024: an hour and more per seed on 2 cores);
 - ``random_epochs8`` / ``random_listwise_epochs8``: the random cell's 256-shot pointwise LoRA / 64-user
   listwise LoRA trained 8 epochs instead of 2 (seed 2024): does more training on the same examples lift them?
 """
@@ -67,6 +69,20 @@ def cells() -> dict[str, Cell]:
             ),
             ("train@dcnv2", *(f"palr@{v}" for v in cold_variants)),
         ),
+        "random_loraall": Cell(
+            "random_loraall",
+            merged(
+                *protocol["random"],
+                "train.seeds=[2024]",
+                store,
+                *BUDGET,
+                "palr.finetune.pool=0",
+                "palr.num_threads=1",  # runs beside the random cell: a core each
+                "learn.towers=[id]",
+                format_override("palr.variants", ["pointwise_loraall"]),
+            ),
+            ("train@dcnv2", "palr@pointwise_loraall"),
+        ),
         "random_epochs8": Cell(
             "random_epochs8",
             merged(
@@ -118,14 +134,15 @@ def reuse_profiles(cell: Cell):
 def pointwise_table(record: dict) -> str:
     """P(Yes) as a click probability on the evaluation users' test rows, next to DCNv2 on the same rows."""
     sampled = record["results"].get("sampled", {})
+    variants = record["results"].get("palr", {}).get("variants", {})
     lines = [
         "| model | shots | test rows (users) | AUC ± std (seeds) | LogLoss | DCNv2 AUC, same rows | RelaImpr vs DCNv2 "
         "| TALLRec (LLaMA-7B) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(sampled, key=_shots):
+    for name in sorted(sampled, key=lambda n: _shots(variants.get(n, {}))):
         r = sampled[name]
-        shots = _shots(name)
+        shots = _shots(variants.get(name, {}))
         spread = f" ± {r['auc_std']:.4f}" if r["seeds"] > 1 else ""
         lines.append(
             f"| {name} | {shots} | {r['rows']} ({r['users']}) | {r['auc']:.4f}{spread} ({r['seeds']}) | "
@@ -134,9 +151,12 @@ def pointwise_table(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _shots(name: str) -> int:
-    tail = name.rsplit("lora", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+def _shots(summary: dict) -> int:
+    """A variant's training examples: its shot count, or for ``..._loraall`` the rows it was given."""
+    shots = summary.get("shots") or 0
+    if shots == "all":
+        return max((fit["examples"] for fit in summary.get("finetune", {}).values()), default=0)
+    return shots
 
 
 def finetune_table(records: dict[str, dict]) -> str:
