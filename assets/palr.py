@@ -19,6 +19,10 @@ evaluation users' test rows: the evaluate stage scores them next to the base mod
 Finetuned variants run once per ``train.seeds`` seed (examples drawn and adapters initialised by it).
 Nothing of valid/test enters a prompt, a profile or a finetuning example. Writes summary.json (figures,
 cost, truncated prompts), predictions.parquet (pointwise) and seed<k>/adapter.safetensors (LoRA).
+
+Under torchrun (``llm4ctr stage palr --nproc N``) the LLM's lists and pointwise users are sharded over the
+processes and their scores gathered in order, LoRA finetuning shares each batch (models/palr/lora.py),
+and rank 0 alone measures the prefix-sharing cost and writes; the costs are the run's wall time.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from llm4ctr.atomic import atomic_dir, save_tensors
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir, portable
+from models.distributed import Processes
 
 STAGE = "palr"
 ADAPTER = "adapter.safetensors"
@@ -128,6 +133,7 @@ class Runner:
         self.cost: dict[str, list[float]] = {}  # seconds, lists and tokens of the current seed's LLM calls
         self.truncated, self.prompts = 0, 0
         self.adapters: dict[int, dict] = {}  # seed -> trained LoRA weights
+        self.processes = Processes.from_env()
 
     @cached_property
     def profiles(self) -> pd.DataFrame:
@@ -211,7 +217,13 @@ class Runner:
 
         prompts, letters = self.listwise_prompts(part)
         started = time.perf_counter()
-        scores = listwise_scores(self.lm, prompts, letters, positive_int(self.params, "palr.batch_tokens"))
+        mine = self.processes.part(np.arange(len(prompts)))
+        scored = listwise_scores(
+            self.lm, [prompts[i] for i in mine], letters, positive_int(self.params, "palr.batch_tokens")
+        )
+        scores = np.zeros((len(prompts), len(letters)), dtype=np.float32)
+        for rows, values in self.processes.gather((mine, scored)):
+            scores[rows] = values
         self.cost.setdefault("listwise_seconds", []).append(time.perf_counter() - started)
         self.cost.setdefault("listwise_lists", []).append(len(prompts))
         self.cost.setdefault("listwise_tokens", []).extend(len(p) for p in prompts)
@@ -276,7 +288,7 @@ class Runner:
         settings["target_modules"] = tuple(settings.get("target_modules", LoraConfig.target_modules))
         config = LoraConfig.from_dict(settings)
         started = time.perf_counter()
-        losses = finetune(self.lm, examples, tokens, config, seed)
+        losses = finetune(self.lm, examples, tokens, config, seed, processes=self.processes)
         self.adapters[seed] = adapter_state(self.lm)
         return {
             "examples": len(examples),
@@ -310,16 +322,20 @@ class Runner:
         from models.palr import pointwise_scores
 
         batch = positive_int(self.params, "palr.batch_tokens")
-        rows_out, probs_out = [], []
+        groups = self.pointwise_groups
         started = time.perf_counter()
-        for _, rows, prefix, rests, dropped in self.pointwise_groups:
-            probs_out.append(pointwise_scores(self.lm, prefix, rests, self.prompter.yes_no, True, batch))
-            rows_out.append(rows)
+        mine = self.processes.part(np.arange(len(groups)))
+        scored = [pointwise_scores(self.lm, *groups[g][2:4], self.prompter.yes_no, True, batch) for g in mine]
+        probs: list[np.ndarray] = [np.zeros(0)] * len(groups)
+        for indices, values in self.processes.gather((mine, scored)):
+            for g, value in zip(indices, values):
+                probs[g] = value
+        self.cost.setdefault("pointwise_seconds", []).append(time.perf_counter() - started)
+        for _, _, prefix, rests, dropped in groups:
             self.truncated += int(dropped > 0)
             self.prompts += 1
             self.cost.setdefault("pointwise_tokens", []).extend(len(prefix) + len(r) for r in rests)
-        self.cost.setdefault("pointwise_seconds", []).append(time.perf_counter() - started)
-        return np.concatenate(rows_out), np.concatenate(probs_out)
+        return np.concatenate([g[1] for g in groups]), np.concatenate(probs)
 
     def sharing_cost(self, seed: int) -> dict[str, Any]:
         """Pointwise ms per record with and without prefix sharing, and the zoo base model's, on the test
@@ -377,7 +393,7 @@ class Runner:
         if self.kind == "pointwise":
             rows, probs = self.pointwise_probs(seed)
             result["rows"], result["probs"] = rows.tolist(), probs.tolist()
-            if seed == seeds(self.params)[0]:  # measured once per variant: the unshared path costs 3x a scoring
+            if seed == seeds(self.params)[0] and self.processes.is_main:  # once per variant: costs 3x a scoring
                 result["sharing"] = self.sharing_cost(seed)
         else:
             scorer = self.listwise_llm_scores if self.kind == "listwise" else self.baseline_scores
@@ -397,15 +413,19 @@ class Runner:
         results: dict[int, dict[str, Any]] = {}
         for seed in run_seeds:
             work = work_dir(self.root, STAGE, self.data.dataset, self.variant, seed, key)
-            if (work / "result.json").is_file():
-                results[seed] = json.loads((work / "result.json").read_text(encoding="utf-8"))
-                if (work / ADAPTER).is_file():
-                    self.adapters[seed] = load_file(str(work / ADAPTER))
+            if self.processes.broadcast((work / "result.json").is_file()):  # rank 0's folder decides
+                if self.processes.is_main:
+                    results[seed] = json.loads((work / "result.json").read_text(encoding="utf-8"))
+                    if (work / ADAPTER).is_file():
+                        self.adapters[seed] = load_file(str(work / ADAPTER))
                 continue
             results[seed] = self.seed_result(seed)
-            if seed in self.adapters:
-                save_tensors(self.adapters[seed], work / ADAPTER)
-            write_json(results[seed], work / "result.json")
+            if self.processes.is_main:  # the others' results are rank 0's (gathered scores, averaged steps)
+                if seed in self.adapters:
+                    save_tensors(self.adapters[seed], work / ADAPTER)
+                write_json(results[seed], work / "result.json")
+            self.processes.barrier()
+        results = self.processes.broadcast(results)  # resumed seeds were read by rank 0 alone
         done = list(results.values())
         summary: dict[str, Any] = {
             "variant": self.variant,

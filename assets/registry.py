@@ -268,6 +268,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="gpt4sm.variants",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
     Stage(
         name="learn_tower",
@@ -354,6 +355,7 @@ _PRODUCERS += (
             "palr.device",
             "palr.dtype",
         ),
+        distributed=True,
     ),
     Stage(
         name="palr",
@@ -374,6 +376,7 @@ _PRODUCERS += (
         fan_out="palr.variants",
         scored=True,
         resumable=True,
+        distributed=True,
     ),
 )
 

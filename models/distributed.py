@@ -1,7 +1,8 @@
 """One way for every loop to run on any device and any number of processes: torchrun's environment,
 the process group, the device of this rank, seeded shards of each epoch, mixed precision.
 
-Used by the CTR trainer, PA-MLM pre-training, the LEARN tower loop and the hidden-state passes.
+Used by the CTR trainer, PA-MLM pre-training, the LEARN tower loop, the hidden-state passes and the
+PALR stages (profiles, LoRA finetuning, listwise and pointwise scoring).
 Accelerate would give the same DDP wrapping, but its ``prepare`` expects DataLoaders, while these loops
 gather batches from pre-built tensors by a seeded permutation (the cheapest batching on a CPU and what
 makes a killed run resume bit for bit); so they share this small module instead.
@@ -93,6 +94,24 @@ class Processes:
         tensor = torch.tensor(float(value), dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return float(tensor)
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (a picklable object), in rank order, on every rank."""
+        if self.world <= 1:
+            return [value]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    def average_gradients(self, parameters) -> None:
+        """Each parameter's gradient averaged over the ranks (what DDP does, for loops that call the
+        model through something other than its forward: a gathered loss, a decoder of a wrapped LM)."""
+        if self.world <= 1:
+            return
+        for param in parameters:
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world
 
     def wrap(self, model: nn.Module, device: torch.device, find_unused: bool = False) -> nn.Module:
         """``model`` in DDP when there are several ranks (gradients averaged over them), else itself.

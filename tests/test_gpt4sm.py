@@ -296,3 +296,44 @@ def test_unknown_variants_and_missing_inputs_name_themselves(project, tmp_path):
         gpt4sm.build_student(bad, root, gpt4sm.Texts.read(root, "ml-100k"))
     with pytest.raises(DataError, match="hidden_states_teacher"):
         gpt4sm.teacher_table(params, tmp_path, gpt4sm.Texts.read(root, "ml-100k"))
+
+
+TWO_PROCESS_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+from assets import gpt4sm
+from models.distributed import process_group
+from tests.fixtures_params import project_params
+
+torch.set_num_threads(1)
+root, overrides = Path(sys.argv[1]), json.loads(sys.argv[2])
+with process_group():  # what `llm4ctr stage` joins under torchrun
+    for variant in sys.argv[3:]:
+        gpt4sm.run(project_params(overrides), root, variant)
+"""
+
+
+def test_stages_with_two_processes_match_one(project, tmp_path):
+    """The student and the zoo model with the teacher's features train under 2 gloo ranks (each a strided
+    share of every batch, DDP-averaged gradients) to one process's predictions."""
+    import shutil
+
+    from tests.fixtures_distributed import torchrun
+
+    root, overrides = project
+    variants = ["eaar", "dcnv2_teacher"]
+    for variant in variants:
+        gpt4sm.run(project_params(overrides), root, variant)
+    two = tmp_path / "two"
+    keep = {"split", "features", "prompts", "hidden_states_teacher"}
+    shutil.copytree(root / "artifacts", two / "artifacts", ignore=lambda d, names: [
+        n for n in names if Path(d) == root / "artifacts" and n not in keep])  # fmt: skip
+    (tmp_path / "two_process.py").write_text(TWO_PROCESS_SCRIPT)
+    torchrun(tmp_path / "two_process.py", two, json.dumps(overrides), *variants, timeout=600)
+    for variant in variants:
+        one_rows = pd.read_parquet(root / "artifacts" / "gpt4sm" / "ml-100k" / variant / "predictions.parquet")
+        two_rows = pd.read_parquet(two / "artifacts" / "gpt4sm" / "ml-100k" / variant / "predictions.parquet")
+        pd.testing.assert_frame_equal(two_rows, one_rows, check_exact=False, atol=1e-5, rtol=0)

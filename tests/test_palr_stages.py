@@ -376,3 +376,66 @@ def test_a_killed_run_resumes_the_seeds_it_finished(project, monkeypatch):
     assert computed == [2] and finished == [1]  # the first seed came back from its work dir
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert sorted(predictions["seed"].unique()) == [1, 2] and (out / "seed1" / "adapter.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------- two processes
+TWO_PROCESS_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+from assets import palr, palr_lists
+from models.distributed import process_group
+from tests.fixtures_params import project_params
+
+torch.set_num_threads(1)
+root, overrides, rank = Path(sys.argv[1]), json.loads(sys.argv[2]), int(os.environ["RANK"])
+writes, write = [], palr.write_json
+palr.write_json = lambda value, path: (writes.append(str(path)), write(value, path))
+params = project_params(overrides)
+with process_group():  # what `llm4ctr stage` joins under torchrun
+    profiles = palr_lists.profiles(params, root)
+    for variant in sys.argv[3:]:
+        palr.run(params, root, variant)
+inside = [w for w in writes if w.startswith(str(root))]
+(root / f"rank{rank}.json").write_text(json.dumps({"generated": profiles["generated"], "writes": inside}))
+"""
+
+
+def test_palr_stages_with_two_processes_match_one_and_only_rank_0_writes(project, tmp_path):
+    """2 gloo ranks share the profiles to write, the lists and users to score and each LoRA batch: the
+    same profiles, finetuning losses, ranks and P(Yes) as one process (~40 s)."""
+    import shutil
+
+    from tests.fixtures_distributed import torchrun
+
+    root, overrides, _ = project
+    variants = ["listwise_lora2", "pointwise_lora4"]
+    for variant in variants:
+        palr.run(project_params(overrides), root, variant)
+    two = tmp_path / "two"
+    skipped = {"palr", "palr_profiles"}  # what the two processes make again, with the profile cache
+    shutil.copytree(root / "artifacts", two / "artifacts", ignore=lambda d, names: [n for n in names if n in skipped])
+    (tmp_path / "two_process.py").write_text(TWO_PROCESS_SCRIPT)
+    torchrun(tmp_path / "two_process.py", two, json.dumps(overrides), *variants, timeout=600)
+
+    ranks = [json.loads((two / f"rank{r}.json").read_text()) for r in (0, 1)]
+    table = _read(root, "palr_profiles", "profiles.parquet")
+    assert ranks[0]["generated"] == ranks[1]["generated"] == table["prompt"].nunique()
+    assert len(ranks[0]["writes"]) == 3 * len(variants) and ranks[1]["writes"] == []  # 2 seeds' results, summary
+    cache = [json.loads(line) for line in (two / "artifacts" / ".work" / "palr_profiles" / "profiles.jsonl").open()]
+    assert len(cache) == len({entry["key"] for entry in cache}) == table["prompt"].nunique()
+    pd.testing.assert_frame_equal(_read(two, "palr_profiles", "profiles.parquet"), table)
+
+    for variant in variants:
+        one_summary, two_summary = _summary(root, variant), _summary(two, variant)
+        for seed, fit in one_summary["finetune"].items():
+            got = two_summary["finetune"][seed]
+            assert (got["examples"], got["steps"]) == (fit["examples"], fit["steps"])
+            assert got["loss_first"] == pytest.approx(fit["loss_first"], abs=1e-5)
+            assert got["loss_last"] == pytest.approx(fit["loss_last"], abs=1e-5)
+        assert two_summary.get("listwise_per_seed") == one_summary.get("listwise_per_seed")
+    one_rows = pd.read_parquet(root / "artifacts" / "palr" / "ml-100k" / variants[1] / "predictions.parquet")
+    two_rows = pd.read_parquet(two / "artifacts" / "palr" / "ml-100k" / variants[1] / "predictions.parquet")
+    pd.testing.assert_frame_equal(two_rows, one_rows, check_exact=False, atol=1e-5, rtol=0)

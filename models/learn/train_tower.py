@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file
 
 from llm4ctr.atomic import atomic_file, write_text
@@ -237,7 +236,7 @@ def _train_epoch(
         loss = info_nce(user, items, targets_b, model.temperature, None if log_q is None else log_q[targets_b])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _sum_gradients(model, processes)
+        processes.average_gradients(model.parameters())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         total += float(loss.detach()) * len(history_b)
@@ -262,18 +261,6 @@ def _encode_shared(
     padded_targets = torch.where(valid, targets[index.clamp(min=0)], 0)  # [W, per, T]
     user, items = model.encode({"history": padded_history[processes.rank], "targets": padded_targets[processes.rank]})
     return torch.cat(all_gather(user)), torch.cat(all_gather(items)), padded_targets.flatten(0, 1)
-
-
-def _sum_gradients(model: TwinTower, processes: Processes) -> None:
-    """Under torchrun: each rank's gradient holds its share's part of the (identical) global loss, once
-    per rank through the gather's backward; their sum over the ranks, divided by the ranks, is the
-    one-process gradient."""
-    if processes.world == 1:
-        return
-    for param in model.parameters():
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad /= processes.world
 
 
 def _device(model: torch.nn.Module) -> torch.device:

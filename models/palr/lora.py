@@ -4,6 +4,10 @@ An example is a prompt and the index of its right answer among the verbalizer's 
 pointwise, the list's label letters for listwise). The loss is the cross-entropy of the logits of
 those tokens after the prompt: the model learns exactly the quantity it is later scored by. Only the
 low-rank adapters train; the base weights stay frozen.
+
+Under torchrun every rank draws the same global batches; each runs its strided share, and the adapters'
+gradients are averaged over the ranks with each share's loss scaled to its part of the batch mean, so
+a step is the one-process step (to float tolerance; LoRA dropout masks are drawn per rank).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from llm4ctr.settings import Settings
+from models.distributed import Processes
 from models.palr.causal_lm import CausalLM
 from models.palr.prompts import Prompt
 from models.palr.verbalizer import last_logits
@@ -68,11 +73,15 @@ def finetune(
     config: LoraConfig,
     seed: int,
     log=None,
+    processes: Processes | None = None,
 ) -> list[float]:
     """Attach adapters to ``lm`` and train them on ``examples``; the model is left in eval mode with the
-    adapters active. Returns the loss of every step. Batches are drawn from seeded epochs' permutations."""
+    adapters active. Returns the loss of every step (the global batch's mean). Batches are drawn from
+    seeded epochs' permutations; ``processes`` share each batch (default: torchrun's environment)."""
     if not examples:
         raise ValueError("no finetuning examples")
+    processes = processes or Processes.from_env()
+    processes.check_batch(config.batch_size, f"{LoraConfig.SECTION}.batch_size")
     torch.manual_seed(seed)
     attach(lm, config)
     params = [p for p in lm.model.parameters() if p.requires_grad]
@@ -86,14 +95,16 @@ def finetune(
         while len(order) < config.batch_size:
             order += rng.permutation(len(examples)).tolist()
         batch, order = order[: config.batch_size], order[config.batch_size :]
-        logits = last_logits(lm, [examples[i][0].ids for i in batch], token_ids)
-        target = torch.as_tensor([examples[i][1] for i in batch], device=logits.device)
-        loss = torch.nn.functional.cross_entropy(logits, target)
+        share = processes.part(batch)
+        logits = last_logits(lm, [examples[i][0].ids for i in share], token_ids)
+        target = torch.as_tensor([examples[i][1] for i in share], device=logits.device)
+        loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum") / len(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * processes.world).backward()  # averaged over the ranks: the gradient of the batch mean
+        processes.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(processes.total(loss.item(), logits.device))
         if log is not None and (step + 1) % 10 == 0:
             log(f"step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
     lm.model.eval()
