@@ -5,6 +5,9 @@
 #   make run    fetch ML-100K, `dvc repro` the default pipeline, print the summary table
 #               (PROFILE=full: the complete ML-100K tables; PROFILE=paper: ML-1M, larger PLM/LLM, GPU;
 #               profiles/*.yaml, run as a `dvc exp run`)
+#   make push   `dvc push --run-cache` to the default remote (DVC_REMOTE, a local folder unless another
+#               default remote is configured): data, outputs and run records; a `make run` in another
+#               clone using that remote then restores those stages instead of running them
 #   make test   the test suite (fast; slow/network tests: make test-slow)
 #   make lint   ruff: lint and format check (configured in pyproject.toml); CI runs it before the tests
 #   make ui     Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
@@ -16,6 +19,8 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 DAGSTER_PORT ?= 3001
 PROFILE ?= default
+# DVC's default remote when none is configured: one folder shared by the clones on this machine
+DVC_REMOTE ?= $(HOME)/.cache/llm4ctr/dvc-remote
 LOCAL_WHEELS ?= /opt/wheels
 TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
 TORCH_INDEX ?= $(if $(filter cpu,$(TORCH)),https://download.pytorch.org/whl/cpu)
@@ -45,7 +50,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv resolve check-install run test test-slow lint ui serve lock clean-artifacts bench-fuxictr dagster-home
+.PHONY: venv resolve check-install remote push run test test-slow lint ui serve lock clean-artifacts bench-fuxictr dagster-home
 
 # pip's source of torch for $(TORCH) as the bash array `source`: the local wheel folder (cpu), else
 # TORCH_INDEX when it answers (probed at install time), else PyPI
@@ -96,12 +101,20 @@ dagster-home:
 	@grep -q '^telemetry:' $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
 	@grep -q '^nux:' $(DAGSTER_HOME)/dagster.yaml || printf 'nux:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
 
-run: venv
+# a default DVC remote for this clone (.dvc/config.local) unless one is configured (docs/TEAM.md)
+remote: venv
+	@$(BIN)/dvc remote default >/dev/null 2>&1 || { mkdir -p $(DVC_REMOTE) && \
+		$(BIN)/dvc remote add --local --default local $(DVC_REMOTE) && echo "DVC remote 'local': $(DVC_REMOTE)"; }
+
+push: remote
+	$(BIN)/dvc push --run-cache
+
+run: venv remote
 	@start=$$(date +%s); \
 	args=$$( [ "$(PROFILE)" = default ] || llm4ctr profile $(PROFILE) ) || exit 2; \
 	eval llm4ctr fetch $$args && \
 	dvc add -q data && \
-	if [ -z "$$args" ]; then dvc repro; else eval dvc exp run $$args; fi && \
+	if [ -z "$$args" ]; then dvc repro --pull; else eval dvc exp run --pull $$args; fi && \
 	{ [ ! -f $(BIN)/.install-seconds ] || llm4ctr timings --record venv=$$(cat $(BIN)/.install-seconds); } && \
 	llm4ctr timings --record "make run=$$(( $$(date +%s) - start ))" && \
 	llm4ctr summary && \

@@ -3,8 +3,10 @@
 ``{dataset}`` in registry paths becomes DVC's ``${data.name}`` template, read from params.yaml, and
 ``{variant}`` DVC's ``${item}``, the loop variable of a ``foreach`` stage (``${key}`` params references
 pass through: DVC fills them in itself).
-Outputs are ``persist: true``: DVC then does not delete them before a stage runs, and the stage's
-own atomic write keeps the previous good output when a run fails.
+Outputs are plain cached outputs, so DVC's run-cache engages: a stage whose code, dependencies and
+params match an earlier run (here, or pulled from a remote with ``dvc pull --run-cache``) is restored
+from the cache instead of run. DVC removes an output before its stage runs; when the run fails,
+``dvc checkout <stage>`` restores the last good one from the cache (dvc.lock still names it).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def stage_entry(stage: Stage) -> dict:
         "cmd": f"llm4ctr stage {stage.name}" + (f" --variant {DVC_VARIANT}" if stage.fan_out else ""),
         "deps": [_dvc_path(p) for p in (*stage.deps, *stage.code)],
         "params": list(stage.params),
-        "outs": [{_dvc_path(p): {"persist": True}} for p in stage.outs],
+        "outs": [_dvc_path(p) for p in stage.outs],
     }
     if stage.metrics:
         entry["metrics"] = [{_dvc_path(p): {"cache": False}} for p in stage.metrics]

@@ -145,7 +145,9 @@ def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Pat
     assert bad.returncode != 0
     assert "ml-100k.inter" in bad.stderr and "three" in bad.stderr
     assert "Traceback" not in bad.stderr
-    assert tree_bytes(project / "artifacts") == good  # previous good outputs intact, nothing partial
+    assert not list((project / "artifacts").glob("**/.tmp-*"))  # nothing partial
+    _sh("dvc", "checkout", "ingest", cwd=project)  # DVC removed ingest's output before running it
+    assert tree_bytes(project / "artifacts") == good  # the last good outputs, restored from DVC's cache
 
 
 def test_split_param_change_reruns_split_and_downstream_only(project: Path):
@@ -155,6 +157,39 @@ def test_split_param_change_reruns_split_and_downstream_only(project: Path):
     assert "Running stage 'split'" in out.stdout and "Running stage 'features'" in out.stdout
     assert "Running stage 'ingest'" not in out.stdout
     assert tree_bytes(project / "artifacts" / "ingest") == ingest_before
+
+
+def test_a_param_value_tried_before_is_restored_from_the_run_cache(project: Path):
+    """random -> user_time -> random: the third run restores split and features instead of running them."""
+    _sh("dvc", "repro", TARGET, cwd=project)
+    first = tree_bytes(project / "artifacts" / "split")
+    _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=project)
+    assert tree_bytes(project / "artifacts" / "split") != first
+    back = _sh("dvc", "exp", "run", "-S", "split.method=random", TARGET, cwd=project)
+    assert "Running stage" not in back.stdout
+    assert "Stage 'split' is cached - skipping run" in back.stdout and "Stage 'features' is cached" in back.stdout
+    assert tree_bytes(project / "artifacts" / "split") == first
+
+
+def test_a_clone_pulls_the_run_cache_from_a_remote_and_runs_nothing(project: Path, tmp_path: Path):
+    """Clone A runs and pushes data, outputs and run records to a local remote; in a fresh clone B (no
+    data, no dvc.lock) `dvc repro --pull`, as `make run` runs it, pulls the data and each stage's run
+    record and outputs, byte for byte, without running a stage."""
+    remote = tmp_path / "remote"
+    for clone in (project, tmp_path / "b"):
+        if clone != project:
+            _sh("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+        _sh("dvc", "remote", "add", "--local", "--default", "local", str(remote), cwd=clone)
+        if clone == project:
+            _sh("dvc", "repro", TARGET, cwd=project)
+            _sh("dvc", "push", "--run-cache", "--with-deps", TARGET, cwd=project)  # what ran: data, 3 stages
+    b = tmp_path / "b"
+    assert not (b / "data" / "ml-100k").exists() and not (b / "artifacts").exists()
+    out = _sh("dvc", "repro", "--pull", TARGET, cwd=b)
+    assert "Running stage" not in out.stdout and "Stage 'features' is cached - skipping run" in out.stdout
+    for stage in ("ingest", "split", "features"):
+        assert tree_bytes(b / "artifacts" / stage) == tree_bytes(project / "artifacts" / stage), stage
+    assert "up to date" in _sh("dvc", "status", TARGET, cwd=b).stdout
 
 
 def test_project_copy_ignores_the_state_of_a_checkout_that_has_run(project: Path, tmp_path: Path):
