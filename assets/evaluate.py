@@ -4,10 +4,11 @@ Reads the predictions.parquet of every variant of the scored stages (assets.regi
 of docs/CONTRACTS.md) and computes, per seed then averaged: test AUC, LogLoss, per-scenario AUC and
 the ClickPrompt paper's 2x2 long-tail segment AUCs (long-tail = the least frequent users/items
 holding the bottom ``evaluate.longtail_share`` of training interactions); RelaImpr against
-``evaluate.base_model``. Writes artifacts/evaluate/metrics.json (all datasets, for `dvc metrics
-show`) and artifacts/evaluate/<dataset>/ (results.md, results.json, roc/ and calibration/ with one CSV per
-model for `dvc plots`). It changes no tracked file: `llm4ctr publish results` (:func:`publish`) copies the
-tables into docs/RESULTS.md and README.md, deliberately, after the run whose figures should be published.
+``evaluate.base_model``. Writes artifacts/evaluate/<dataset>/: metrics.json (per model, for `dvc metrics
+show/diff` and `dvc exp show`: inside the cached output, so every commit's and experiment's figures stay
+readable), results.md, results.json, roc/ and calibration/ with one CSV per model for `dvc plots`. It
+changes no tracked file: `llm4ctr publish results` (:func:`publish`) copies the tables into
+docs/RESULTS.md and README.md, deliberately, after the run whose figures should be published.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
 
 STAGE = "evaluate"
-METRICS = "artifacts/evaluate/metrics.json"
+METRICS = "metrics.json"  # in the stage's output folder
 RESULTS_DOC = "docs/RESULTS.md"
 README = "README.md"
 # test rows by their item's interactions in the training split (0: an item train never saw)
@@ -293,7 +294,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             (tmp / kind).mkdir()
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
                 frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
-    update_metrics(Path(root) / METRICS, dataset, results)
+        write_json({name: {k: v for k, v in r.items() if k != "stage"} for name, r in results.items()}, tmp / METRICS)
     return {
         "dataset": dataset,
         "models": len(results),
@@ -339,13 +340,6 @@ def sample_markdown(results: dict[str, Any], base: str) -> str:
             f"{r['seeds']} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def update_metrics(path: Path, dataset: str, results: dict[str, Any]) -> None:
-    """Replace ``dataset``'s entry in the all-datasets metrics.json, keeping the others."""
-    current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    current[dataset] = {name: {k: v for k, v in entry.items() if k != "stage"} for name, entry in results.items()}
-    write_json(current, path)
 
 
 def _fmt(value: float | None, pct: bool = False) -> str:

@@ -52,7 +52,7 @@ class Stage:
     outs: tuple[str, ...]
     params: tuple[str, ...]
     check: str | None = None  # data-quality check re-run on the outputs (a blocking Dagster asset check)
-    metrics: tuple[str, ...] = field(default=())  # metric files (JSON), outside ``outs``, for `dvc metrics show`
+    metrics: tuple[str, ...] = field(default=())  # metric files (JSON), outside ``outs``, cached, for `dvc metrics`
     fan_out: str | None = None  # params key holding the list of variants this stage runs once each
     scored: bool = False  # writes <variant>/predictions.parquet: evaluate scores every variant
     resumable: bool = False  # keeps resumable work dirs under artifacts/.work/<stage>/ (assets/runs.py)
@@ -391,7 +391,6 @@ STAGES: tuple[Stage, ...] = (
         deps=("artifacts/split/{dataset}", *(f"artifacts/{name}/{{dataset}}" for name in SCORED)),
         outs=("artifacts/evaluate/{dataset}",),
         params=("data.name", "evaluate"),
-        metrics=("artifacts/evaluate/metrics.json",),
     ),
     Stage(
         name="bento",

@@ -37,6 +37,10 @@ PLOTS = [
 ]
 
 
+# `dvc metrics show/diff`, `dvc exp show`: the evaluate stage's figures, inside its cached output folder
+METRICS = [f"artifacts/evaluate/{DVC_DATASET}/metrics.json"]
+
+
 def _dvc_path(path: str) -> str:
     return path.replace(DATASET, DVC_DATASET).replace(VARIANT, DVC_VARIANT)
 
@@ -51,7 +55,7 @@ def stage_entry(stage: Stage) -> dict:
         "outs": [_dvc_path(p) for p in stage.outs],
     }
     if stage.metrics:
-        entry["metrics"] = [{_dvc_path(p): {"cache": False}} for p in stage.metrics]
+        entry["metrics"] = [_dvc_path(p) for p in stage.metrics]
     if stage.fan_out:
         return {"foreach": f"${{{stage.fan_out}}}", "do": entry}
     return entry
@@ -59,7 +63,7 @@ def stage_entry(stage: Stage) -> dict:
 
 def render() -> str:
     """The full text of dvc.yaml."""
-    doc = {"stages": {stage.name: stage_entry(stage) for stage in STAGES}, "plots": PLOTS}
+    doc = {"stages": {stage.name: stage_entry(stage) for stage in STAGES}, "metrics": METRICS, "plots": PLOTS}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 

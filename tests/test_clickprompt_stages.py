@@ -151,7 +151,7 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
 
     meta = evaluate.run(params, root)
     assert meta["models"] == 2 and set(
-        json.loads((root / "artifacts" / "evaluate" / "metrics.json").read_text())["ml-100k"]
+        json.loads((root / "artifacts" / "evaluate" / "ml-100k" / "metrics.json").read_text())
     ) == {"clickprompt_wo_plm", "clickprompt_with_plm"}
 
 
@@ -230,7 +230,7 @@ def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_pa
             return ClickPromptNet.load(root / pretrained).eval()(batch)["hidden"]
 
     states = network_states(before)
-    metrics = (before / "artifacts" / "evaluate" / "metrics.json").read_text()
+    metrics = (before / "artifacts" / "evaluate" / "ml-100k" / "metrics.json").read_text()
 
     (tmp_path / "elsewhere").mkdir()
     after = Path(shutil.move(before, tmp_path / "elsewhere" / "project"))
@@ -257,4 +257,4 @@ def test_a_moved_project_reloads_every_checkpoint_to_the_same_predictions(tmp_pa
     preds = pd.read_parquet(after / outputs / "clickprompt_wo_plm" / "predictions.parquet")
     np.testing.assert_allclose(probs, preds[preds.split == "test"].sort_values("row")["prob"], rtol=1e-5, atol=1e-6)
     evaluate.run(moved, after)
-    assert (after / "artifacts" / "evaluate" / "metrics.json").read_text() == metrics
+    assert (after / "artifacts" / "evaluate" / "ml-100k" / "metrics.json").read_text() == metrics

@@ -192,6 +192,30 @@ def test_a_clone_pulls_the_run_cache_from_a_remote_and_runs_nothing(project: Pat
     assert "up to date" in _sh("dvc", "status", TARGET, cwd=b).stdout
 
 
+def test_committed_metrics_stay_readable_and_diff_against_the_workspace(project: Path):
+    """The evaluate figures live in its cached output: `dvc metrics diff HEAD` reads the committed run's
+    from the DVC cache (through dvc.lock) while the workspace holds another run's."""
+    import json
+
+    _sh("dvc", "repro", "train@fm", "train@dcnv2", cwd=project)
+    for stage in set(SCORED) - {"train"}:  # evaluate's other inputs (the LLM methods need real weights)
+        (project / "artifacts" / stage / "ml-100k").mkdir(parents=True)
+    _sh("dvc", "repro", "--single-item", "evaluate", cwd=project)
+    _sh("git", "add", "dvc.lock", cwd=project)
+    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run 1", cwd=project)
+    shown = json.loads(_sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    figures = shown[""]["data"]["artifacts/evaluate/ml-100k/metrics.json"]["data"]
+    assert set(figures) == {"fm", "dcnv2"} and 0 < figures["dcnv2"]["auc"] < 1
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["base_model"] = "dcnv2"  # RelaImpr against another base: other figures, same models
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _sh("dvc", "repro", "--single-item", "evaluate", cwd=project)
+    diff = json.loads(_sh("dvc", "metrics", "diff", "HEAD", "--json", cwd=project).stdout)
+    changed = diff["artifacts/evaluate/ml-100k/metrics.json"]
+    assert changed["fm.relaimpr"]["old"] == 0 and changed["fm.relaimpr"]["new"] != 0
+    assert changed["dcnv2.relaimpr"]["new"] == 0
+
+
 def test_project_copy_ignores_the_state_of_a_checkout_that_has_run(project: Path, tmp_path: Path):
     """A checkout after a run (a dvc.lock listing the evaluate stage, whose plots live in its cached
     output folder; artifacts; a DVC cache) yields the same test project as a fresh clone, so the

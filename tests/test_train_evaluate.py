@@ -68,10 +68,10 @@ def test_evaluate_matches_independent_computation(root):
         train.run(params, root, variant=model)
     meta = evaluate.run(params, root)
     assert meta["models"] == 2
-    metrics = (root / "artifacts" / "evaluate" / "metrics.json").read_text()
+    metrics = (root / "artifacts" / "evaluate" / "ml-100k" / "metrics.json").read_text()
     import json
 
-    entry = json.loads(metrics)["ml-100k"]
+    entry = json.loads(metrics)
     test = pd.read_parquet(root / "artifacts" / "split" / "ml-100k" / "test.parquet")
     preds = pd.read_parquet(root / "artifacts" / "train" / "ml-100k" / "dnn" / "predictions.parquet")
     per_seed = [
