@@ -4,7 +4,9 @@ Assets are generated from assets/registry.py (the same list dvc.yaml is generate
 and `dvc repro` always show one DAG. The dataset is a static partition; each asset calls the pure
 stage function with params.yaml (plus the profile named by ``$LLM4CTR_PROFILE``, which `make ui
 PROFILE=full` sets, so a profile's variants appear as assets) and ``data.name = <partition>``, and
-shows the stage's figures as metadata. A failing check blocks everything downstream.
+shows the stage's figures as metadata. A failing check blocks everything downstream. Each asset's
+``code_version`` is a digest of the stage's code (the files dvc.yaml lists as its code deps), so the UI
+marks an asset whose code changed since its last materialization.
 
 A distributed stage whose ``launch`` params ask for several processes runs as `llm4ctr stage` in a
 subprocess through Dagster Pipes (``PipesSubprocessClient``): the command starts torchrun, and rank 0
@@ -12,6 +14,8 @@ reports the stage's metadata back, so a multi-GPU materialization shows the same
 """
 
 import base64
+import functools
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -78,6 +82,21 @@ def to_metadata(values: dict[str, Any], root: Path) -> dict[str, Any]:
     return {key: make.get(kind, lambda v: v)(value) for key, (kind, value) in metadata_kinds(values, root).items()}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_version(stage: Stage, root: Path = ROOT) -> str:
+    """A digest of the contents of the stage's code files (folders: every file but bytecode) under ``root``."""
+    digest = hashlib.sha256()
+    for rel in stage.code:
+        path = Path(root) / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix != ".pyc") if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def asset_key(stage: str, variant: str | None) -> dg.AssetKey:
     """``ingest`` for plain stages, ``train/dcnv2`` for a variant of a fan-out stage."""
     return dg.AssetKey([stage, variant] if variant else [stage])
@@ -93,6 +112,7 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
         partitions_def=datasets,
         group_name=stage.name if variant else "pipeline",
         kinds={"python"},
+        code_version=code_version(stage),
     )
     def _asset(context: dg.AssetExecutionContext, project: Project):
         params = project.params(context.partition_key)

@@ -99,3 +99,31 @@ def test_the_dagster_graph_shows_the_active_profiles_variants():
         assert out.returncode == 0, out.stderr[-2000:]
         counts[profile] = int(out.stdout.split()[-1])
     assert counts == {"default": 3, "full": 18}
+
+
+def test_an_asset_code_version_follows_its_stage_code_only(tmp_path: Path):
+    """Dagster marks an asset stale when its code version changed: the digest of the stage's code deps."""
+    import shutil
+
+    from assets.registry import get_stage
+    from orchestration.definitions import ROOT, code_version, defs
+
+    ingest, train = get_stage("ingest"), get_stage("train")
+    assert defs.get_assets_def("ingest").code_versions_by_key[dg_key("ingest")] == code_version(ingest)
+    for rel in {*ingest.code, *train.code}:
+        source = ROOT / rel
+        copy = shutil.copytree if source.is_dir() else shutil.copy2
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        copy(source, tmp_path / rel)
+    digest = code_version.__wrapped__  # uncached: the files change below
+    before = digest(ingest, tmp_path), digest(train, tmp_path)
+    assert before == (code_version(ingest), code_version(train))
+    only_train = next(rel for rel in train.code if rel not in ingest.code and rel.endswith(".py"))
+    (tmp_path / only_train).write_text((tmp_path / only_train).read_text() + "\n# changed\n")
+    assert digest(ingest, tmp_path) == before[0] and digest(train, tmp_path) != before[1]
+
+
+def dg_key(name: str):
+    import dagster as dg
+
+    return dg.AssetKey([name])
