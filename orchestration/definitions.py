@@ -8,6 +8,9 @@ shows the stage's figures as metadata. A failing check blocks everything downstr
 ``code_version`` is a digest of the stage's code (the files dvc.yaml lists as its code deps), so the UI
 marks an asset whose code changed since its last materialization.
 
+After a stage runs, its outputs are recorded in DVC (``dvc commit``), and a sensor reports what `dvc
+repro` recorded in dvc.lock, so both runners show one state (orchestration/dvc_state.py).
+
 A distributed stage whose ``launch`` params ask for several processes runs as `llm4ctr stage` in a
 subprocess through Dagster Pipes (``PipesSubprocessClient``): the command starts torchrun, and rank 0
 reports the stage's metadata back, so a multi-GPU materialization shows the same figures in the UI.
@@ -26,6 +29,7 @@ import dagster as dg
 import orchestration  # noqa: F401  (telemetry off, offline hub)
 from assets.registry import STAGES, Stage, instance_edges
 from llm4ctr.params import PARAMS_FILE, Params, format_override, load_params, read_profile
+from orchestration.dvc_state import dvc_lock_sensor, instance_name, record, tracked
 from orchestration.launch import Launch
 from orchestration.monitoring import drift_check, drift_sensor
 
@@ -55,6 +59,18 @@ class Project(dg.ConfigurableResource):
     def default_dataset(self) -> str:
         """The configured data.name: the dataset a run without a partition key works on."""
         return self.params().get_path("data.name")
+
+    def dvc_dataset(self) -> str:
+        """params.yaml's data.name, no profile: the dataset of DVC's pipeline."""
+        return load_params(Path(self.root) / PARAMS_FILE).get_path("data.name")
+
+    def in_dvc(self, stage: str, variant: str | None, dataset: str) -> dict[str, Any]:
+        """Record a stage instance's new outputs in DVC when DVC would have run it with these params;
+        metadata saying what was done."""
+        why_not = tracked(Path(self.root), dataset, self.dvc_dataset(), bool(profile_overrides(Path(self.root))))
+        if why_not is None and self.params_file != PARAMS_FILE:
+            why_not = f"the params file is {self.params_file}, DVC reads {PARAMS_FILE}"
+        return {"dvc": f"not recorded: {why_not}"} if why_not else record(Path(self.root), stage, variant)
 
 
 def metadata_kinds(values: dict[str, Any], root: Path) -> dict[str, tuple[str, Any]]:
@@ -117,7 +133,7 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
     def _asset(context: dg.AssetExecutionContext, project: Project):
         params = project.params(context.partition_key)
         if stage.distributed and Launch.from_params(params).processes > 1:  # torchrun, in a subprocess
-            return (
+            metadata = dict(
                 dg.PipesSubprocessClient()
                 .run(
                     command=stage_command(stage, variant, context.partition_key, project),
@@ -125,9 +141,14 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
                     cwd=project.root,
                 )
                 .get_materialize_result()
+                .metadata
+                or {}
             )
-        metadata = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
-        return dg.MaterializeResult(metadata=to_metadata(metadata, Path(project.root)))
+        else:
+            values = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
+            metadata = to_metadata(values, Path(project.root))
+        metadata.update(project.in_dvc(stage.name, variant, context.partition_key))
+        return dg.MaterializeResult(metadata=metadata)
 
     return _asset
 
@@ -171,9 +192,14 @@ def build_assets(params: Params) -> list[dg.AssetsDefinition]:
     ]
 
 
+def instance_keys(params: Params) -> dict[str, dg.AssetKey]:
+    """dvc.yaml instance name (``train@dcnv2``) -> asset key, for every stage instance of ``params``."""
+    return {instance_name(name, variant): asset_key(name, variant) for name, variant in instance_edges(params)}
+
+
 defs = dg.Definitions(
     assets=build_assets(Project().params()),
     asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
-    sensors=[drift_sensor(DATASETS)],
+    sensors=[drift_sensor(DATASETS), dvc_lock_sensor(instance_keys(Project().params()), Project.dvc_dataset)],
     resources={"project": Project()},
 )

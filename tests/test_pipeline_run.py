@@ -281,3 +281,40 @@ def test_dagster_check_fails_on_tampered_split(project: Path):
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert "test" in evaluation.metadata["summary"].value
+
+
+def test_dagster_and_dvc_share_one_state(project: Path):
+    """A Dagster materialization is recorded in DVC (`dvc status` clean, `dvc repro` runs nothing); what
+    `dvc exp run` re-ran afterwards, the dvc.lock sensor reports to Dagster, and nothing else."""
+    import dagster as dg
+
+    from orchestration.definitions import Project, defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"project": Project(root=str(project))}
+    result = dg.materialize(
+        [defs.get_assets_def(name) for name in ("ingest", "split", "features")],
+        partition_key="ml-100k",
+        resources=resources,
+        instance=instance,
+    )
+    assert result.success
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.to_user_string()
+        assert event.materialization.metadata["dvc"].value == f"recorded in dvc.lock as {name}"
+    assert "Data and pipelines are up to date" in _sh("dvc", "status", TARGET, cwd=project).stdout
+    assert "Running stage" not in _sh("dvc", "repro", TARGET, cwd=project).stdout
+
+    sensor = defs.get_sensor_def("dvc_lock_observer")
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor(context)
+
+    first = tick(None)  # dvc.lock holds what Dagster itself materialized: nothing to report
+    assert first.asset_events == [] and first.cursor
+    _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=project)
+    second = tick(first.cursor)
+    reported = {e.asset_key.to_user_string(): e.partition for e in second.asset_events}
+    assert reported == {"split": "ml-100k", "features": "ml-100k"}
+    assert isinstance(tick(second.cursor), dg.SkipReason)
