@@ -47,6 +47,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DAGSTER_STORAGE ?= sqlite
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -95,9 +96,12 @@ check-install:
 	rm -rf $(CHECK_DIR) && git clone -q $(CURDIR) $(CHECK_DIR)
 	cd $(CHECK_DIR) && env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(MAKE) venv test LOCAL_WHEELS=/nonexistent
 
-# the Dagster instance config: telemetry and the first-run newsletter dialog off (keys added to an existing file)
+# the Dagster instance config: telemetry and the first-run newsletter dialog off (keys added to an existing file);
+# DAGSTER_STORAGE=postgres adds orchestration/instance/postgres.yaml's storage (URL: $$LLM4CTR_DAGSTER_PG_URL)
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME); touch $(DAGSTER_HOME)/dagster.yaml
+	@[ "$(DAGSTER_STORAGE)" != postgres ] || grep -q '^storage:' $(DAGSTER_HOME)/dagster.yaml || \
+		grep -v '^#' orchestration/instance/postgres.yaml >> $(DAGSTER_HOME)/dagster.yaml
 	@grep -q '^telemetry:' $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
 	@grep -q '^nux:' $(DAGSTER_HOME)/dagster.yaml || printf 'nux:\n  enabled: false\n' >> $(DAGSTER_HOME)/dagster.yaml
 

@@ -32,6 +32,7 @@ from llm4ctr.params import PARAMS_FILE, Params, format_override, load_params, re
 from orchestration.dvc_state import dvc_lock_sensor, instance_name, record, tracked
 from orchestration.launch import Launch
 from orchestration.monitoring import drift_check, drift_sensor
+from orchestration.runs import executor, jobs, limit_threads, nightly_schedule
 
 DATASETS = ["ml-100k", "ml-1m", "bookcrossing", "amazon"]
 datasets = dg.StaticPartitionsDefinition(DATASETS)
@@ -131,6 +132,7 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
         code_version=code_version(stage),
     )
     def _asset(context: dg.AssetExecutionContext, project: Project):
+        limit_threads()
         params = project.params(context.partition_key)
         if stage.distributed and Launch.from_params(params).processes > 1:  # torchrun, in a subprocess
             metadata = dict(
@@ -192,6 +194,13 @@ def build_assets(params: Params) -> list[dg.AssetsDefinition]:
     ]
 
 
+def served_key(params: Params) -> dg.AssetKey:
+    """The asset of the served model's stage instance (``serve.stage`` @ ``serve.variant``)."""
+    stage = str(params.get_path("serve.stage"))
+    fan_out = next(s.fan_out for s in STAGES if s.name == stage)
+    return asset_key(stage, str(params.get_path("serve.variant")) if fan_out else None)
+
+
 def instance_keys(params: Params) -> dict[str, dg.AssetKey]:
     """dvc.yaml instance name (``train@dcnv2``) -> asset key, for every stage instance of ``params``."""
     return {instance_name(name, variant): asset_key(name, variant) for name, variant in instance_edges(params)}
@@ -200,6 +209,9 @@ def instance_keys(params: Params) -> dict[str, dg.AssetKey]:
 defs = dg.Definitions(
     assets=build_assets(Project().params()),
     asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
+    jobs=jobs(served_key(Project().params())),
+    schedules=[nightly_schedule(Project.dvc_dataset)],
     sensors=[drift_sensor(DATASETS), dvc_lock_sensor(instance_keys(Project().params()), Project.dvc_dataset)],
+    executor=executor(),
     resources={"project": Project()},
 )
