@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.curves import Curves
 from assets.features import load_encoded
 from assets.registry import get_stage
 from assets.runs import (
@@ -207,6 +208,7 @@ def pretrain(params: Params, root: Path, variant: str) -> dict[str, Any]:
     )
     data.pop("label")  # PA-MLM sees no CTR label
     summary = run_pretrain(objective, data, pretrain_work_dir(params, root, variant), config)
+    Curves(root, PRETRAIN_STAGE, dataset, variant).add(config.seed, summary["history"])
     with atomic_dir(artifact_dir(root, PRETRAIN_STAGE, dataset) / variant) as tmp:
         objective.net.save(tmp, tokenizer)
         write_json(
@@ -288,6 +290,7 @@ def _finetune_wo_plm(params, root, variant, spec, source, key, out):
         valid = {k: v[valid_rows] for k, v in valid.items()}
         overrides = dict(params.get_path("clickprompt.finetune.train"))
     records, per_seed = [], {}
+    curves = Curves(root, STAGE, dataset, variant)
     for seed in seeds(params):
         torch.manual_seed(seed)
         model = pretrained_ctr(source) if source is not None else _ctr(params, encoder.vocab_sizes)
@@ -299,6 +302,7 @@ def _finetune_wo_plm(params, root, variant, spec, source, key, out):
             scored(arrays),
             work_dir(root, STAGE, dataset, variant, seed, key),
             out / f"seed{seed}",
+            curves,
         )
         records += [(seed, split, p) for split, p in predictions]
     return (
@@ -337,6 +341,7 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
     early_stopping = text_arrays(arrays["valid"], split_texts["valid"], valid_rows, tokenizer, max_length)
 
     records, per_seed = [], {}
+    curves = Curves(root, STAGE, dataset, variant)
     for seed in settings["plm_seeds"]:
         seed = int(seed)
         torch.manual_seed(seed)
@@ -344,6 +349,7 @@ def _finetune_with_plm(params, root, variant, spec, source, key, out):
         trainer = Trainer(model, train_config(params, seed, **dict(settings["train"])))
         started = time.perf_counter()
         result = trainer.fit(data["train"], early_stopping, work_dir(root, STAGE, dataset, variant, seed, key))
+        curves.add(seed, result.history)
         per_seed[seed] = {
             **fit_summary(result, len(train_rows), time.perf_counter() - started),
             "alpha": round(float(model.alpha.detach()), 4),

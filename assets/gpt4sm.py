@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.curves import Curves
 from assets.features import load_encoded
 from assets.hidden_states import role_model, stage_name
 from assets.registry import get_stage
@@ -292,10 +293,11 @@ def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
     key = resume_key(params, root, STAGE, variant)
     fit = _fit_zoo if variant not in STRATEGIES else _fit_student
     records, per_seed = [], {}
+    curves = Curves(root, STAGE, dataset, variant)
     with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             per_seed[seed], predictions = fit(params, root, variant, inputs, seed, work_dir(
-                root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}")  # fmt: skip
+                root, STAGE, dataset, variant, seed, key), tmp / f"seed{seed}", curves)  # fmt: skip
             records += [(seed, split, p) for split, p in predictions]
         summary = {
             "variant": variant,
@@ -316,7 +318,9 @@ def _zoo_variant(variant: str) -> str | None:
     return name if variant.endswith(TEACHER_SUFFIX) and name in MODELS else None
 
 
-def _fit_student(params: Params, root: Path, variant: str, inputs: Inputs, seed: int, work: Path, out: Path):
+def _fit_student(
+    params: Params, root: Path, variant: str, inputs: Inputs, seed: int, work: Path, out: Path, curves: Curves
+):
     from safetensors.torch import load_file
 
     from assets.clickprompt import subsample
@@ -335,12 +339,21 @@ def _fit_student(params: Params, root: Path, variant: str, inputs: Inputs, seed:
     rows = subsample(len(train["label"]), params.get_path("gpt4sm.rows"), int(params.get_path("gpt4sm.subsample_seed")))
     config = train_config(params, seed, **dict(params.get_path("gpt4sm.train") or {}))
     _, figures, predictions = fit_seed(
-        model, config, {k: v[rows] for k, v in train.items()}, inputs.arrays["valid"], scored(inputs.arrays), work, out
+        model,
+        config,
+        {k: v[rows] for k, v in train.items()},
+        inputs.arrays["valid"],
+        scored(inputs.arrays),
+        work,
+        out,
+        curves,
     )
     return {**figures, "train_rows": len(rows)}, predictions
 
 
-def _fit_zoo(params: Params, root: Path, variant: str, inputs: Inputs, seed: int, work: Path, out: Path):
+def _fit_zoo(
+    params: Params, root: Path, variant: str, inputs: Inputs, seed: int, work: Path, out: Path, curves: Curves
+):
     import torch
 
     from models.ctr import build_model as build_zoo
@@ -355,6 +368,6 @@ def _fit_zoo(params: Params, root: Path, variant: str, inputs: Inputs, seed: int
         **{**model_hparams(params, backbone), "dense_dim": data["train"]["dense"].shape[1]},
     )
     _, figures, predictions = fit_seed(
-        model, train_config(params, seed), data["train"], data["valid"], scored(data), work, out
+        model, train_config(params, seed), data["train"], data["valid"], scored(data), work, out, curves
     )
     return figures, predictions

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.curves import Curves
 from assets.features import load_encoded
 from assets.registry import get_stage
 from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
@@ -202,6 +203,7 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
     }
     key = resume_key(params, root, TOWER_STAGE, variant)
     per_seed = {}
+    curves = Curves(root, TOWER_STAGE, dataset, variant)
     with atomic_dir(artifact_dir(root, TOWER_STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             torch.manual_seed(seed)
@@ -215,6 +217,7 @@ def run_tower(params: Params, root: Path, variant: str) -> dict[str, Any]:
                 tower_config(params, seed),
                 work_dir(root, TOWER_STAGE, dataset, variant, seed, key),
             )
+            curves.add(seed, result["history"])
             per_seed[seed] = _retrieval_figures(
                 result, query_ranks(model, queries["test"], seen), segments, time.perf_counter() - started
             )
@@ -343,6 +346,7 @@ def run_ranker(params: Params, root: Path, variant: str) -> dict[str, Any]:
     hparams = model_hparams(params, backbone)
     key = resume_key(params, root, STAGE, variant)
     records, per_seed = [], {}
+    curves = Curves(root, STAGE, dataset, variant)
     with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             dense = learn_features(root, dataset, tower, seed, splits)
@@ -360,6 +364,7 @@ def run_ranker(params: Params, root: Path, variant: str) -> dict[str, Any]:
                 scored(data),
                 work_dir(root, STAGE, dataset, variant, seed, key),
                 tmp / f"seed{seed}",
+                curves,
             )
             records += [(seed, split, p) for split, p in predictions]
         summary = {

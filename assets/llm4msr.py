@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from assets.curves import Curves
 from assets.features import load_encoded
 from assets.registry import get_stage
 from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
@@ -181,6 +182,7 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
         hparams["enhancement_params"].setdefault("user_field", str(params.get_path("llm4msr.user_field")))
     key = resume_key(params, root, stage, variant)
     records, per_seed = [], {}
+    curves = Curves(root, stage, dataset, variant)
     with atomic_dir(artifact_dir(root, stage, dataset) / variant) as tmp:
         for seed in seeds(params):
             torch.manual_seed(seed)
@@ -195,6 +197,7 @@ def train_variant(params: Params, root: Path, variant: str, stage: str) -> dict[
                 scored(arrays),
                 work_dir(root, stage, dataset, variant, seed, key),
                 tmp / f"seed{seed}",
+                curves,
             )
             if ours:
                 per_seed[seed]["alpha"] = round(float(trainer.model.enhancement.alpha.detach()), 4)

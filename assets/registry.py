@@ -57,6 +57,7 @@ class Stage:
     scored: bool = False  # writes <variant>/predictions.parquet: evaluate scores every variant
     resumable: bool = False  # keeps resumable work dirs under artifacts/.work/<stage>/ (assets/runs.py)
     distributed: bool = False  # runs under torchrun (`llm4ctr stage --nproc N`): its loops shard, rank 0 writes
+    curves: bool = False  # writes training curves per seed (assets/curves.py): `dvc plots` and metrics outputs
 
     def resolve(self, attr: str = "func") -> Callable[..., Any]:
         """Import and return the callable named by ``func`` or ``check``."""
@@ -169,6 +170,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="clickprompt_pretrain",
@@ -189,6 +191,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="clickprompt.pretrain.variants",
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="clickprompt",
@@ -202,6 +205,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="msr",
@@ -214,6 +218,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="llm4msr",
@@ -231,6 +236,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="gpt4sm_pretrain",
@@ -269,6 +275,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="learn_tower",
@@ -289,6 +296,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         fan_out="learn.towers",
         resumable=True,
         distributed=True,
+        curves=True,
     ),
     Stage(
         name="learn_embed",
@@ -310,6 +318,7 @@ _PRODUCERS: tuple[Stage, ...] = (
         scored=True,
         resumable=True,
         distributed=True,
+        curves=True,
     ),
 )
 

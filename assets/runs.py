@@ -128,9 +128,10 @@ def fit_summary(result, n_train: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def fit_seed(model, config, train: dict, valid: dict, scored: dict[str, dict], work: Path, out: Path):
+def fit_seed(model, config, train: dict, valid: dict, scored: dict[str, dict], work: Path, out: Path, curves=None):
     """One seed of a method: train ``model`` with models.trainer.Trainer (early stopping on ``valid``,
-    resuming from ``work``), save its best checkpoint to ``out`` and predict every split of ``scored``.
+    resuming from ``work``), save its best checkpoint to ``out`` and predict every split of ``scored``;
+    the per-epoch history goes to ``curves`` (an assets.curves.Curves) when given.
 
     Returns (trainer, the fit summary of :func:`fit_summary`, [(split, probabilities), ...]).
     """
@@ -142,6 +143,8 @@ def fit_seed(model, config, train: dict, valid: dict, scored: dict[str, dict], w
     started = time.perf_counter()
     result = trainer.fit(train, valid, work)
     summary = fit_summary(result, len(train["label"]), time.perf_counter() - started)
+    if curves is not None:
+        curves.add(config.seed, result.history)
     predictions = [(split, trainer.predict(arrays)) for split, arrays in scored.items()]
     save_model(trainer.model, out)
     return trainer, summary, predictions

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from assets.curves import Curves
 from assets.features import load_encoded
 from assets.registry import get_stage
 from assets.runs import fit_seed, resume_key, scored, seeds, train_config, work_dir, write_variant
@@ -36,6 +37,7 @@ def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
     hparams = model_hparams(params, variant)
     key = resume_key(params, root, STAGE, variant)
     records, per_seed = [], {}
+    curves = Curves(root, STAGE, dataset, variant)
     with atomic_dir(artifact_dir(root, STAGE, dataset) / variant) as tmp:
         for seed in seeds(params):
             torch.manual_seed(seed)
@@ -48,6 +50,7 @@ def run(params: Params, root: Path, variant: str) -> dict[str, Any]:
                 scored(arrays),
                 work_dir(root, STAGE, dataset, variant, seed, key),
                 tmp / f"seed{seed}",
+                curves,
             )
             records += [(seed, split, p) for split, p in predictions]
         summary = {

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from assets.curves import CURVES
+from assets.curves import METRICS as CURVE_METRICS
+from assets.curves import PLOTS as CURVE_PLOTS
 from assets.registry import DATASET, STAGES, VARIANT, Stage
 
 HEADER = (
@@ -54,8 +57,13 @@ def stage_entry(stage: Stage) -> dict:
         "params": list(stage.params),
         "outs": [_dvc_path(p) for p in stage.outs],
     }
-    if stage.metrics:
-        entry["metrics"] = [_dvc_path(p) for p in stage.metrics]
+    metrics = [_dvc_path(p) for p in stage.metrics]
+    if stage.curves:  # assets/curves.py: per-seed curves (x = epoch or step) and their last values
+        curves = _dvc_path(CURVES.format(stage=stage.name, dataset=DATASET, variant=VARIANT))
+        entry["plots"] = [{f"{curves}/{CURVE_PLOTS}": {"x": "step"}}]
+        metrics.append(f"{curves}/{CURVE_METRICS}")
+    if metrics:
+        entry["metrics"] = metrics
     if stage.fan_out:
         return {"foreach": f"${{{stage.fan_out}}}", "do": entry}
     return entry

@@ -119,6 +119,9 @@ def test_pretrain_then_finetune_both_modes_write_the_contract_layout(root):
     summary = json.loads((ckpt / "summary.json").read_text())
     assert meta["steps"] == summary["steps"] == 3 and summary["rows"] == 300
     assert summary["fresh_head_params"]  # no MLM head in the checkpoint: trained from the tied embeddings
+    curve = root / "artifacts" / "curves" / "clickprompt_pretrain" / "ml-100k" / "layerwise" / "plots" / "metrics"
+    rows = (curve / f"seed{params.get_path('clickprompt.pretrain.seed')}" / "loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\tloss" and [int(r.split()[0]) for r in rows[1:]] == [h["step"] for h in summary["history"]]
     assert (ckpt / "ctr" / "model.json").is_file() and (ckpt / "plm" / "config.json").is_file()
 
     _, arrays = features.load_encoded(root, "ml-100k")

@@ -118,6 +118,11 @@ def test_tower_embed_and_ranker_stages_write_their_outputs(project: Path):
     assert report["seeds"]["1"]["test"]["cold_item_queries"] > 0  # item 3's test rows
     metrics = json.loads((artifact_dir(project, "learn_tower", "ml-100k") / "retrieval-id.json").read_text())
     assert metrics["tower"] == "id"
+    curves = project / "artifacts" / "curves" / "learn_tower" / "ml-100k" / "learn" / "plots" / "metrics"
+    for seed in ("seed1", "seed2"):  # one curve per epoch metric and seed, x = epoch
+        assert {p.name for p in (curves / seed).iterdir()} >= {"train_loss.tsv", "ndcg@10.tsv"}
+        steps = [line.split("\t")[0] for line in (curves / seed / "train_loss.tsv").read_text().splitlines()]
+        assert steps[0] == "step" and steps[1:] == [str(e) for e in range(1, len(steps))]
 
     learn.run_embed(params, project, "learn")
     splits = learn.load_splits(project, "ml-100k")

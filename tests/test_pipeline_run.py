@@ -206,6 +206,13 @@ def test_committed_metrics_stay_readable_and_diff_against_the_workspace(project:
     shown = json.loads(_sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
     figures = shown[""]["data"]["artifacts/evaluate/ml-100k/metrics.json"]["data"]
     assert set(figures) == {"fm", "dcnv2"} and 0 < figures["dcnv2"]["auc"] < 1
+    curves = shown[""]["data"]["artifacts/curves/train/ml-100k/dcnv2/metrics.json"]["data"]
+    assert 0 < curves["seed1"]["valid_auc"] < 1  # the training curves' last values
+    plots = json.loads(_sh("dvc", "plots", "show", "--json", cwd=project).stdout)
+    rendered = {name for name, shown in plots["data"].items() if shown and shown[0]["type"] == "vega"}
+    for model in ("fm", "dcnv2"):  # a validation-AUC curve per zoo model, beside ROC and calibration
+        assert f"artifacts/curves/train/ml-100k/{model}/plots/metrics/seed1/valid_auc.tsv" in rendered
+    assert any(name.startswith("artifacts/evaluate/ml-100k/roc") for name in rendered)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["base_model"] = "dcnv2"  # RelaImpr against another base: other figures, same models
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
