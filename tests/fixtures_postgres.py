@@ -52,8 +52,17 @@ def postgres_server(database: str = "dagster") -> Iterator[str]:
         subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust"]), **run)
         subprocess.run(
             _as_server_user(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
-                 "-o", f"-h 127.0.0.1 -p {port} -k {folder}"]  # fmt: skip
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(folder / "server.log"),
+                    "-w",
+                    "start",
+                    "-o",
+                    f"-h 127.0.0.1 -p {port} -k {folder}",
+                ]  # fmt: skip
             ),
             **run,
         )
