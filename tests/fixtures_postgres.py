@@ -50,21 +50,9 @@ def postgres_server(database: str = "dagster") -> Iterator[str]:
     run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
     try:
         subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust"]), **run)
+        start = ["-w", "start", "-o", f"-h 127.0.0.1 -p {port} -k {folder}"]
         subprocess.run(
-            _as_server_user(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(folder / "server.log"),
-                    "-w",
-                    "start",
-                    "-o",
-                    f"-h 127.0.0.1 -p {port} -k {folder}",
-                ]  # fmt: skip
-            ),
-            **run,
+            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), *start]), **run
         )
         url = f"postgresql://{USER}@127.0.0.1:{port}"
         subprocess.run([str(bin_dir / "psql"), f"{url}/postgres", "-q", "-c", f"CREATE DATABASE {database}"], **run)
