@@ -47,8 +47,8 @@ def locked_outputs(root: Path) -> dict[str, str]:
 
 def tracked(root: Path, dataset: str, dvc_dataset: str, profile_active: bool) -> str | None:
     """Why a materialization is not recorded in DVC, or None when it is."""
-    if not (Path(root) / ".dvc").is_dir():
-        return "not a DVC repository"
+    if not (Path(root) / ".dvc").is_dir() or not (Path(root) / ".git").exists():
+        return "not a DVC repository in a git checkout"
     if profile_active:
         return "a profile is active (its runs are `dvc exp run` experiments)"
     if dataset != dvc_dataset:
