@@ -2,8 +2,10 @@
 
 A temporary copy of the project gets a generated raw dataset; `dvc repro` must build ingest and
 split, a second `dvc repro` must do nothing, and a bad raw file must stop the pipeline with a named
-error while the previous good outputs stay byte-identical. Dagster materializes the same assets in
-process with their blocking GX checks.
+error, the last good outputs restorable with `dvc checkout`. DVC's run-cache restores a param value
+run before and serves a fresh clone through a remote; metrics and training curves stay readable per
+commit. Dagster materializes the same assets with their blocking GX checks, and the two runners
+share one state (dvc.lock).
 """
 
 from __future__ import annotations
@@ -150,20 +152,15 @@ def test_dvc_repro_builds_then_does_nothing_then_stops_on_bad_input(project: Pat
     assert tree_bytes(project / "artifacts") == good  # the last good outputs, restored from DVC's cache
 
 
-def test_split_param_change_reruns_split_and_downstream_only(project: Path):
+def test_a_split_param_change_reruns_downstream_and_switching_back_restores_from_the_run_cache(project: Path):
+    """random -> user_time reruns split and features only; back to random restores both from DVC's
+    run-cache instead of running them."""
     _sh("dvc", "repro", TARGET, cwd=project)
-    ingest_before = tree_bytes(project / "artifacts" / "ingest")
+    ingest_before, first = tree_bytes(project / "artifacts" / "ingest"), tree_bytes(project / "artifacts" / "split")
     out = _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=project)
     assert "Running stage 'split'" in out.stdout and "Running stage 'features'" in out.stdout
     assert "Running stage 'ingest'" not in out.stdout
     assert tree_bytes(project / "artifacts" / "ingest") == ingest_before
-
-
-def test_a_param_value_tried_before_is_restored_from_the_run_cache(project: Path):
-    """random -> user_time -> random: the third run restores split and features instead of running them."""
-    _sh("dvc", "repro", TARGET, cwd=project)
-    first = tree_bytes(project / "artifacts" / "split")
-    _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=project)
     assert tree_bytes(project / "artifacts" / "split") != first
     back = _sh("dvc", "exp", "run", "-S", "split.method=random", TARGET, cwd=project)
     assert "Running stage" not in back.stdout
@@ -192,9 +189,12 @@ def test_a_clone_pulls_the_run_cache_from_a_remote_and_runs_nothing(project: Pat
     assert "up to date" in _sh("dvc", "status", TARGET, cwd=b).stdout
 
 
-def test_committed_metrics_stay_readable_and_diff_against_the_workspace(project: Path):
+def test_committed_metrics_stay_readable_and_a_copy_of_the_checkout_starts_clean(project: Path, tmp_path: Path):
     """The evaluate figures live in its cached output: `dvc metrics diff HEAD` reads the committed run's
-    from the DVC cache (through dvc.lock) while the workspace holds another run's."""
+    from the DVC cache (through dvc.lock) while the workspace holds another run's; `dvc plots show`
+    draws the training curves. Then the checkout that has run (dvc.lock listing evaluate, artifacts, a
+    DVC cache) yields the same test project as a fresh clone: a copied dvc.lock once made `dvc exp run`
+    fail there with "failed to load directory ('artifacts', 'evaluate', ...)"."""
     import json
 
     _sh("dvc", "repro", "train@fm", "train@dcnv2", cwd=project)
@@ -222,43 +222,10 @@ def test_committed_metrics_stay_readable_and_diff_against_the_workspace(project:
     assert changed["fm.relaimpr"]["old"] == 0 and changed["fm.relaimpr"]["new"] != 0
     assert changed["dcnv2.relaimpr"]["new"] == 0
 
-
-def test_project_copy_ignores_the_state_of_a_checkout_that_has_run(project: Path, tmp_path: Path):
-    """A checkout after a run (a dvc.lock listing the evaluate stage, whose plots live in its cached
-    output folder; artifacts; a DVC cache) yields the same test project as a fresh clone, so the
-    pipeline tests run in it as on a clean clone. A copied dvc.lock made `dvc exp run` fail there with
-    "failed to load directory ('artifacts', 'evaluate', ...)"."""
-    _sh("dvc", "repro", "train@fm", "train@dcnv2", cwd=project)
-    for stage in set(SCORED) - {"train"}:  # evaluate's other inputs: the LLM methods need real weights,
-        (project / "artifacts" / stage / "ml-100k").mkdir(parents=True)  # so none here
-    _sh("dvc", "repro", "--single-item", "evaluate", cwd=project)
-    assert "evaluate" in (project / "dvc.lock").read_text()
     copy = make_project(project, tmp_path / "copy")
     assert not (copy / "artifacts").exists() and not (copy / "dvc.lock").exists()
     out = _sh("dvc", "exp", "run", "-S", "split.method=user_time", TARGET, cwd=copy)
     assert "Running stage 'ingest'" in out.stdout and "Running stage 'features'" in out.stdout
-
-
-def test_dagster_materializes_partition_with_passing_blocking_checks(project: Path):
-    import dagster as dg
-
-    from orchestration.definitions import Project, defs
-
-    result = dg.materialize(
-        [defs.get_assets_def("ingest"), defs.get_assets_def("split"), *defs.asset_checks],
-        partition_key="ml-100k",
-        resources={"project": Project(root=str(project))},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
-    assert result.success
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"ingest_gx_suite", "split_gx_suite"}
-    assert all(e.passed for e in evaluations.values())
-    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
-    meta = mats["ingest"].materialization.metadata
-    assert meta["rows"].value == 240 and meta["users"].value == 4
-    assert "per_scenario" in meta and "preview" in meta
-    assert (project / "artifacts" / "split" / "ml-100k" / "train.parquet").is_file()
 
 
 def test_dagster_check_fails_on_tampered_split(project: Path):
@@ -290,9 +257,10 @@ def test_dagster_check_fails_on_tampered_split(project: Path):
     assert "test" in evaluation.metadata["summary"].value
 
 
-def test_dagster_and_dvc_share_one_state(project: Path):
-    """A Dagster materialization is recorded in DVC (`dvc status` clean, `dvc repro` runs nothing); what
-    `dvc exp run` re-ran afterwards, the dvc.lock sensor reports to Dagster, and nothing else."""
+def test_dagster_materializes_with_blocking_checks_and_shares_one_state_with_dvc(project: Path):
+    """The partition's assets materialize with their GX checks passing; the materialization is recorded
+    in DVC (`dvc status` clean, `dvc repro` runs nothing); what `dvc exp run` re-ran afterwards, the
+    dvc.lock sensor reports to Dagster, and nothing else."""
     import dagster as dg
 
     from orchestration.definitions import Project, defs
@@ -300,12 +268,19 @@ def test_dagster_and_dvc_share_one_state(project: Path):
     instance = dg.DagsterInstance.ephemeral()
     resources = {"project": Project(root=str(project))}
     result = dg.materialize(
-        [defs.get_assets_def(name) for name in ("ingest", "split", "features")],
+        [*(defs.get_assets_def(name) for name in ("ingest", "split", "features")), *defs.asset_checks],
         partition_key="ml-100k",
         resources=resources,
         instance=instance,
     )
     assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"ingest_gx_suite", "split_gx_suite"}  # blocking GX checks, passed
+    assert all(e.passed for e in evaluations.values())
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    meta = mats["ingest"].materialization.metadata
+    assert meta["rows"].value == 240 and meta["users"].value == 4
+    assert "per_scenario" in meta and "preview" in meta
     for event in result.get_asset_materialization_events():
         name = event.asset_key.to_user_string()
         assert event.materialization.metadata["dvc"].value == f"recorded in dvc.lock as {name}"
