@@ -55,13 +55,14 @@ def executor(env: dict[str, str] | None = None) -> dg.ExecutorDefinition:
 
 
 def limit_threads() -> None:
-    """Give this step its share of the cores: torch's intra-op threads (set now when torch is loaded,
-    else through the variables torch reads when it is imported)."""
+    """Give this step its share of the cores: torch's intra-op threads, set now when torch is loaded,
+    else through the variables torch reads when the stage imports it."""
     threads = concurrency()[2]
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+        return
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
 
 
 def jobs(served: dg.AssetKey) -> list[dg.UnresolvedAssetJobDefinition]:

@@ -17,7 +17,8 @@ def torchrun(script: Path, *args: str, nproc: int = 2, cwd: Path | None = None, 
 
     The processes use this process's intra-op thread count: CPU kernels may sum in another order with
     fewer threads, and the tests compare against results computed here."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     done = subprocess.run(
         [*command, str(script), *map(str, args)],

@@ -37,12 +37,16 @@ def test_a_step_gets_its_share_of_threads(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(runs, "cores", lambda: 4)
     monkeypatch.setenv("LLM4CTR_DAGSTER_MAX_CONCURRENT", "2")
-    monkeypatch.setenv("OMP_NUM_THREADS", "9")
     try:
-        runs.limit_threads()
-        assert torch.get_num_threads() == 2 and runs.os.environ["OMP_NUM_THREADS"] == "2"
+        runs.limit_threads()  # torch is loaded: its threads now
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "9")
+    monkeypatch.delitem(runs.sys.modules, "torch")  # a fresh step process: the stage imports torch later
+    runs.limit_threads()
+    assert runs.os.environ["OMP_NUM_THREADS"] == runs.os.environ["MKL_NUM_THREADS"] == "2"
 
 
 def test_retrain_job_is_the_served_model_and_what_publishes_it():
