@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from llm4ctr.atomic import replace_block  # noqa: E402
+from tests.fixtures_raw import tree_bytes  # noqa: E402
 
 WORK = ROOT / "artifacts" / ".work" / "bench-run-cache"
 RECORD = ROOT / "bench" / "results" / "run_cache.json"
@@ -57,10 +58,6 @@ def step(name: str, command: list[str], cwd: Path, log) -> dict:
     }
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def run(target: str) -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -76,7 +73,10 @@ def run(target: str) -> dict:
         steps.append(step("A: push", ["dvc", "push", "--run-cache"], a, log))
         steps.append(step("B: restore", ["dvc", "repro", "--pull", target], b, log))
         stages = [s for s in steps[0]["ran"] if (a / "artifacts" / s.split("@")[0]).is_dir()]
-        same = all(tree(b / "artifacts" / s.split("@")[0]) == tree(a / "artifacts" / s.split("@")[0]) for s in stages)
+        same = all(
+            tree_bytes(b / "artifacts" / s.split("@")[0]) == tree_bytes(a / "artifacts" / s.split("@")[0])
+            for s in stages
+        )
         for method in ("user_time", "random"):
             steps.append(
                 step(f"A: split.method={method}", ["dvc", "exp", "run", "-S", f"split.method={method}", target], a, log)

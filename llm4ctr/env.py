@@ -14,6 +14,11 @@ TELEMETRY_OFF = {
 OFFLINE_HUB = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+def cores() -> int:
+    """The CPU cores this process may use (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def apply_defaults() -> None:
     """Turn telemetry off and the HF hub offline unless the user already set these variables."""
     for key, value in {**TELEMETRY_OFF, **OFFLINE_HUB}.items():

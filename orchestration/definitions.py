@@ -206,12 +206,13 @@ def instance_keys(params: Params) -> dict[str, dg.AssetKey]:
     return {instance_name(name, variant): asset_key(name, variant) for name, variant in instance_edges(params)}
 
 
+_params = Project().params()  # params.yaml and the active profile, read once for the whole definitions
 defs = dg.Definitions(
-    assets=build_assets(Project().params()),
+    assets=build_assets(_params),
     asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
-    jobs=jobs(served_key(Project().params())),
+    jobs=jobs(served_key(_params)),
     schedules=[nightly_schedule(Project.dvc_dataset)],
-    sensors=[drift_sensor(DATASETS), dvc_lock_sensor(instance_keys(Project().params()), Project.dvc_dataset)],
+    sensors=[drift_sensor(DATASETS), dvc_lock_sensor(instance_keys(_params), Project.dvc_dataset)],
     executor=executor(),
     resources={"project": Project()},
 )

@@ -4,8 +4,8 @@
 ``{variant}`` DVC's ``${item}``, the loop variable of a ``foreach`` stage (``${key}`` params references
 pass through: DVC fills them in itself).
 Outputs are plain cached outputs, so DVC's run-cache engages: a stage whose code, dependencies and
-params match an earlier run (here, or pulled from a remote with ``dvc pull --run-cache``) is restored
-from the cache instead of run. DVC removes an output before its stage runs; when the run fails,
+params match an earlier run (here, or on a machine that pushed to the remote: ``dvc repro --pull``) is
+restored from the cache instead of run. DVC removes an output before its stage runs; when the run fails,
 ``dvc checkout <stage>`` restores the last good one from the cache (dvc.lock still names it).
 """
 

@@ -22,12 +22,9 @@ import sys
 
 import dagster as dg
 
+from llm4ctr.env import cores
+
 EXECUTORS = ("multiprocess", "in_process")
-
-
-def cores() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def concurrency(env: dict[str, str] | None = None) -> tuple[str, int, int]:

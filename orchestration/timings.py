@@ -17,7 +17,6 @@ stage must be re-measured), and the total fits.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4ctr.atomic import replace_block, write_text
+from llm4ctr.env import cores
 from llm4ctr.errors import Llm4ctrError
 from llm4ctr.params import Params
 
@@ -174,7 +174,7 @@ def publish(root: Path, params: Params) -> Path:
         "dataset": dataset,
         "commit": commit or None,
         "measured": entries.get(TOTAL, {}).get("finished"),
-        "machine": {"cores": _cores(), "python": platform.python_version()},
+        "machine": {"cores": cores(), "python": platform.python_version()},
         "budget_s": BUDGET_S,
         "headroom": HEADROOM,
         "steps": entries,
@@ -187,7 +187,3 @@ def publish(root: Path, params: Params) -> Path:
     write_text(Path(root) / PUBLISHED, json.dumps(published, indent=1) + "\n")
     replace_block(Path(root) / README, "timings default", markdown(entries))
     return Path(root) / PUBLISHED
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
