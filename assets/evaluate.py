@@ -27,7 +27,7 @@ from assets.palr_tables import markdown as palr_markdown
 from assets.registry import SCORED
 from assets.runs import PREDICTIONS
 from assets.split import load_splits, split_method
-from assets.tables import write_json
+from assets.tables import preview_table, write_json
 from llm4ctr.atomic import atomic_dir, replace_block, write_text
 from llm4ctr.errors import DataError
 from llm4ctr.params import Params
@@ -40,6 +40,11 @@ README = "README.md"
 # test rows by their item's interactions in the training split (0: an item train never saw)
 ITEM_COUNT_BUCKETS = ((0, 0, "cold (0)"), (1, 5, "1-5"), (6, 20, "6-20"), (21, 50, "21-50"), (51, None, ">50"))
 ITEM_COUNT_PLOT = "auc_by_item_count.png"
+SEGMENT_PLOT = "auc_by_segment.png"
+CURVE_PLOTS = {  # folder of per-model point files -> (x, y, figure file, title)
+    "roc": ("fpr", "tpr", "roc.png", "ROC"),
+    "calibration": ("predicted", "observed", "calibration.png", "Calibration (mean predicted vs observed click rate)"),
+}
 SEGMENT_TITLES = {  # keys of models.metrics.SEGMENTS, in the paper's Table 6 order
     "lt_user&lt_item": "LT user & LT item",
     "head_user&lt_item": "head user & LT item",
@@ -223,34 +228,6 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFra
     return frame.groupby("bin", as_index=False).agg(predicted=("predicted", "mean"), observed=("observed", "mean"))
 
 
-def plot_item_counts(results: dict[str, Any], rows: dict[str, int], path: Path, title: str) -> None:
-    """Test AUC by the item's training interactions, one line per model (mean over seeds): where the
-    ID embedding knows nothing (0) to where it knows much (>50). Buckets without both labels are skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    labels = list(rows)
-    figure, axis = plt.subplots(figsize=(9, 5.5), dpi=100)
-    ranked = sorted(results.items(), key=lambda kv: -(kv[1]["auc"] if not np.isnan(kv[1]["auc"]) else 0))
-    for i, (name, entry) in enumerate(ranked):  # 20 colours, then the same with dashed lines
-        values = [entry["per_item_count"].get(label, float("nan")) for label in labels]
-        axis.plot(
-            range(len(labels)), values, marker="o", linewidth=1.2, color=plt.cm.tab20(i % 20),
-            linestyle="-" if i < 20 else "--", label=f"{name} ({entry['auc']:.4f})",
-        )  # fmt: skip
-    axis.set_xticks(range(len(labels)), [f"{label}\nn={rows[label]}" for label in labels])
-    axis.set_xlabel("item's interactions in the training split (test rows per bucket)")
-    axis.set_ylabel("test AUC (mean over seeds)")
-    axis.set_title(f"AUC by item training count: {title}")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="model (overall AUC)")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
-
-
 def run(params: Params, root: Path) -> dict[str, Any]:
     """Score every variant's test predictions; write metrics, tables and plot data."""
     from models.metrics import relaimpr
@@ -289,19 +266,63 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         write_text(tmp / "results.md", table)
         summary = {"dataset": dataset, "split_method": method, "base_model": base, "segments": segments}
         write_json({**summary, "models": results, "sampled": on_sample, "palr": palr}, tmp / "results.json")
-        plot_item_counts(results, segments["item_count_rows"], tmp / ITEM_COUNT_PLOT, f"{dataset}, {method} split")
         for kind, frames in (("roc", roc), ("calibration", calib)):
             (tmp / kind).mkdir()
             for frame in frames:  # one file per model: one series per model in `dvc plots show`
                 frame.drop(columns="model").to_csv(tmp / kind / f"{frame['model'].iloc[0]}.csv", index=False)
+        figures = write_plots(tmp, results, segments, {"roc": roc, "calibration": calib}, f"{dataset}, {method} split")
         write_json({name: {k: v for k, v in r.items() if k != "stage"} for name, r in results.items()}, tmp / METRICS)
+    folder = artifact_dir(root, STAGE, dataset).relative_to(root)
     return {
         "dataset": dataset,
         "models": len(results),
         **{f"auc_{k}": v["auc"] for k, v in results.items()},
+        "scores_table": results_preview(results),
         "results_md": table,
-        "auc_by_item_count_png": str((artifact_dir(root, STAGE, dataset) / ITEM_COUNT_PLOT).relative_to(root)),
+        "results_file_path": str(folder / "results.md"),
+        **{f"{Path(name).stem}_png": str(folder / name) for name in figures},
     }
+
+
+def write_plots(
+    folder: Path, results: dict[str, Any], segments: dict[str, Any], curves: dict[str, list], title: str
+) -> list[str]:
+    """The evaluation's figures in ``folder``: AUC by long-tail segment and by item training count, ROC
+    and calibration (one line per model); the file names written."""
+    from assets.plots import plot_by_bucket, plot_curves
+
+    plot_by_bucket(
+        results, "per_segment", segments["test_rows"], folder / SEGMENT_PLOT, f"AUC by long-tail segment: {title}",
+        f"long-tail segment (users, items holding the bottom {segments['longtail_share']:.0%} of training rows)",
+        names=SEGMENT_TITLES,
+    )  # fmt: skip
+    plot_by_bucket(
+        results, "per_item_count", segments["item_count_rows"], folder / ITEM_COUNT_PLOT,
+        f"AUC by item training count: {title}",
+        "item's interactions in the training split (test rows per bucket)",
+    )  # fmt: skip
+    for kind, (x, y, name, heading) in CURVE_PLOTS.items():
+        plot_curves(curves[kind], results, x, y, folder / name, f"{heading}: {title}")
+    return [SEGMENT_PLOT, ITEM_COUNT_PLOT, *(name for _, _, name, _ in CURVE_PLOTS.values())]
+
+
+def results_preview(results: dict[str, Any]) -> dict[str, Any]:
+    """Every scored variant, best first, as a table preview: AUC (± over seeds), LogLoss, RelaImpr, the
+    AUC of each long-tail segment."""
+    rows = [
+        {
+            "model": name,
+            "stage": r["stage"],
+            "auc": r["auc"],
+            "auc_std": r["auc_std"],
+            "logloss": r["logloss"],
+            "relaimpr_pct": None if r.get("relaimpr") is None else round(r["relaimpr"] * 100, 2),
+            "seeds": r["seeds"],
+            **{f"auc_{segment}": r["per_segment"].get(segment) for segment in SEGMENT_TITLES},
+        }
+        for name, r in sorted(results.items(), key=lambda kv: -kv[1]["auc"])
+    ]
+    return preview_table(pd.DataFrame(rows), rows=len(rows))
 
 
 def sample_results(

@@ -60,9 +60,21 @@ def describe(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def preview_md(df: pd.DataFrame, rows: int = 5) -> str:
-    """The first ``rows`` rows as a markdown table (for the Dagster UI)."""
-    head = df.head(rows).astype(str)
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in head.itertuples(index=False)]
-    return "\n".join(lines)
+def preview_table(df: pd.DataFrame, rows: int = 10) -> dict[str, Any]:
+    """The first ``rows`` rows with the column schema and the full row count: what Dagster shows as a
+    table (orchestration/metadata.py), values as plain JSON scalars (missing values as null)."""
+    head = df.head(rows)
+    records = [
+        {str(k): _scalar(v) for k, v in record.items()} for record in head.to_dict(orient="records")
+    ]  # fmt: skip
+    schema = [{"name": str(name), "type": str(dtype)} for name, dtype in df.dtypes.items()]
+    return {"records": records, "schema": schema, "row_count": int(len(df))}
+
+
+def _scalar(value: Any) -> Any:
+    """A cell as str/int/float/bool/None (what a Dagster table record holds)."""
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return value if isinstance(value, (str, int, float, bool)) else str(value)

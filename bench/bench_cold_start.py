@@ -241,7 +241,8 @@ def cost_table(records: dict[str, dict]) -> str:
 def item_count_plot(records: dict[str, dict], path: Path) -> None:
     """AUC by the item's training interactions: the cold point from the cold-item protocol, the rest from
     the random split (its handful of cold rows is too few to score), one line per method in both."""
-    from assets.evaluate import ITEM_COUNT_BUCKETS, plot_item_counts
+    from assets.evaluate import ITEM_COUNT_BUCKETS
+    from assets.plots import plot_by_bucket
 
     if "random" not in records or "cold_item" not in records:
         return
@@ -255,7 +256,10 @@ def item_count_plot(records: dict[str, dict], path: Path) -> None:
             per = {"cold (0), cold_item split": cold["models"][method]["auc"]}
             per.update({k: v for k, v in entry["per_item_count"].items() if k != "cold (0)"})
             merged[method] = {"auc": entry["auc"], "per_item_count": per}
-    plot_item_counts(merged, rows, path, "ML-100K, random split (cold point: cold-item split)")
+    plot_by_bucket(
+        merged, "per_item_count", rows, path, "AUC by item training count: ML-100K, random split (cold point: "
+        "cold-item split)", "item's interactions in the training split (test rows per bucket)",
+    )  # fmt: skip
 
 
 def report() -> None:

@@ -127,7 +127,7 @@ def report_to_dagster(metadata: dict) -> None:
 
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         return
-    from orchestration.definitions import metadata_kinds
+    from orchestration.metadata import metadata_kinds
 
     values = {k: {"raw_value": v, "type": kind} for k, (kind, v) in metadata_kinds(metadata, Path.cwd()).items()}
     with open_dagster_pipes() as pipes:

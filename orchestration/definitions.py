@@ -4,7 +4,9 @@ Assets are generated from assets/registry.py (the same list dvc.yaml is generate
 and `dvc repro` always show one DAG. The dataset is a static partition; each asset calls the pure
 stage function with params.yaml (plus the profile named by ``$LLM4CTR_PROFILE``, which `make ui
 PROFILE=full` sets, so a profile's variants appear as assets) and ``data.name = <partition>``, and
-shows the stage's figures as metadata. A failing check blocks everything downstream. Each asset's
+shows the stage's figures as metadata (orchestration/metadata.py: tables, inline plots, report links,
+numbers the Plots tab draws). A failing check blocks everything downstream; checks are partitioned
+like the assets, so each dataset has its own check history. Each asset's
 ``code_version`` is a digest of the stage's code (the files dvc.yaml lists as its code deps), so the UI
 marks an asset whose code changed since its last materialization.
 
@@ -16,24 +18,32 @@ subprocess through Dagster Pipes (``PipesSubprocessClient``): the command starts
 reports the stage's metadata back, so a multi-GPU materialization shows the same figures in the UI.
 """
 
-import base64
 import functools
 import hashlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 import orchestration  # noqa: F401  (telemetry off, offline hub)
+from assets.curves import FIGURE as CURVES_FIGURE
+from assets.curves import curves_dir
 from assets.registry import STAGES, Stage, instance_edges
 from llm4ctr.params import PARAMS_FILE, Params, format_override, load_params, read_profile
-from orchestration.dvc_state import dvc_lock_sensor, instance_name, record, tracked
+from orchestration.dvc_state import dvc_lock_sensor, instance_name, record, render_plots, tracked
+from orchestration.dvc_yaml import has_plots
 from orchestration.launch import Launch
-from orchestration.monitoring import drift_check, drift_sensor
+from orchestration.metadata import to_metadata
+from orchestration.monitoring import drift_check, drift_sensor, retrain_sensor
 from orchestration.runs import executor, jobs, limit_threads, nightly_schedule
 
+# asset checks per dataset partition (Dagster marks partitioned checks "preview"): the docs say so
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
 DATASETS = ["ml-100k", "ml-1m", "bookcrossing", "amazon"]
 datasets = dg.StaticPartitionsDefinition(DATASETS)
 
@@ -65,38 +75,16 @@ class Project(dg.ConfigurableResource):
         """params.yaml's data.name, no profile: the dataset of DVC's pipeline."""
         return load_params(Path(self.root) / PARAMS_FILE).get_path("data.name")
 
-    def in_dvc(self, stage: str, variant: str | None, dataset: str) -> dict[str, Any]:
-        """Record a stage instance's new outputs in DVC when DVC would have run it with these params;
-        metadata saying what was done."""
+    def in_dvc(self, stage: Stage, variant: str | None, dataset: str) -> dict[str, Any]:
+        """Record a stage instance's new outputs in DVC when DVC would have run it with these params, and
+        render DVC's plots page when the stage has plots; metadata saying what was done."""
         why_not = tracked(Path(self.root), dataset, self.dvc_dataset(), bool(profile_overrides(Path(self.root))))
         if why_not is None and self.params_file != PARAMS_FILE:
             why_not = f"the params file is {self.params_file}, DVC reads {PARAMS_FILE}"
-        return {"dvc": f"not recorded: {why_not}"} if why_not else record(Path(self.root), stage, variant)
-
-
-def metadata_kinds(values: dict[str, Any], root: Path) -> dict[str, tuple[str, Any]]:
-    """Stage metadata -> {key: (kind, value)} in Dagster Pipes' metadata kinds: ``*_md`` keys are
-    markdown, ``*_png`` keys (a PNG file relative to ``root``) that image inline, containers JSON."""
-    out: dict[str, tuple[str, Any]] = {}
-    for key, value in values.items():
-        if key.endswith("_png"):
-            data = base64.b64encode((Path(root) / value).read_bytes()).decode()
-            out[key[:-4]] = ("md", f"![{key[:-4]}](data:image/png;base64,{data})\n\n`{value}`")
-        elif key.endswith("_md"):
-            out[key[:-3]] = ("md", value)
-        elif isinstance(value, (dict, list)):
-            out[key] = ("json", value)
-        elif value is None:
-            out[key] = ("text", "-")
-        else:
-            out[key] = ("__infer__", value)
-    return out
-
-
-def to_metadata(values: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Stage metadata -> Dagster metadata values (see :func:`metadata_kinds`)."""
-    make = {"md": dg.MetadataValue.md, "json": dg.MetadataValue.json, "text": dg.MetadataValue.text}
-    return {key: make.get(kind, lambda v: v)(value) for key, (kind, value) in metadata_kinds(values, root).items()}
+        if why_not:
+            return {"dvc": f"not recorded: {why_not}"}
+        done = record(Path(self.root), stage.name, variant)
+        return {**done, **render_plots(Path(self.root))} if has_plots(stage) else done
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +137,23 @@ def stage_asset(stage: Stage, variant: str | None, upstream: list[dg.AssetKey]) 
         else:
             values = stage.resolve()(params, Path(project.root), **({"variant": variant} if variant else {}))
             metadata = to_metadata(values, Path(project.root))
-        metadata.update(project.in_dvc(stage.name, variant, context.partition_key))
+        root = Path(project.root)
+        shown = {
+            **curves_figure(stage, variant, context.partition_key, root),
+            **project.in_dvc(stage, variant, context.partition_key),
+        }
+        metadata.update(to_metadata(shown, root))
         return dg.MaterializeResult(metadata=metadata)
 
     return _asset
+
+
+def curves_figure(stage: Stage, variant: str | None, dataset: str, root: Path) -> dict[str, str]:
+    """``{"training_curves_png": <file>}`` for a stage instance that drew its training curves."""
+    if not (stage.curves and variant):
+        return {}
+    figure = curves_dir(root, stage.name, dataset, variant) / CURVES_FIGURE
+    return {"training_curves_png": str(figure.relative_to(root))} if figure.is_file() else {}
 
 
 def stage_command(stage: Stage, variant: str | None, dataset: str, project: Project) -> list[str]:
@@ -173,9 +174,10 @@ def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
         name=f"{stage.name}_gx_suite",
         blocking=True,
         description=f"Great Expectations suites of `{stage.name}`",
+        partitions_def=datasets,
     )
     def _check(context: dg.AssetCheckExecutionContext, project: Project) -> dg.AssetCheckResult:
-        dataset = context.run.tags.get("dagster/partition") or project.default_dataset()
+        dataset = context.partition_key
         report = stage.resolve("check")(project.params(dataset), Path(project.root))
         return dg.AssetCheckResult(
             passed=bool(report.success),
@@ -212,7 +214,7 @@ defs = dg.Definitions(
     asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
     jobs=jobs(served_key(_params)),
     schedules=[nightly_schedule(Project.dvc_dataset)],
-    sensors=[drift_sensor(DATASETS), dvc_lock_sensor(instance_keys(_params), Project.dvc_dataset)],
+    sensors=[drift_sensor(DATASETS), retrain_sensor(), dvc_lock_sensor(instance_keys(_params), Project.dvc_dataset)],
     executor=executor(),
     resources={"project": Project()},
 )

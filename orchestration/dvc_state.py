@@ -7,6 +7,8 @@ is reported to Dagster.
   use: the partition is params.yaml's ``data.name`` and no profile is active (DVC's pipeline is that
   one dataset; a profile's runs are `dvc exp run` experiments). Otherwise nothing is recorded, and the
   asset's metadata says why.
+* :func:`render_plots` renders DVC's plots page after a stage with plots is recorded, so the asset
+  links a page that shows what was just materialized.
 * :func:`dvc_lock_sensor` reads dvc.lock and reports an ``AssetMaterialization`` for every stage
   instance whose recorded outputs changed since it last looked and that Dagster did not materialize
   itself (its latest materialization already carries those outputs' hashes): after `dvc repro`, the UI
@@ -24,6 +26,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
+PLOTS_DIR = "artifacts/dvc_plots"  # `dvc plots show` writes its page here (index.html)
 OUTS_KEY = "dvc_outs"  # the metadata entry holding an instance's output hashes, as dvc.lock records them
 INTERVAL_S = 60
 
@@ -70,6 +73,17 @@ def record(root: Path, stage: str, variant: str | None) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"dvc commit {name} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}")
     return {"dvc": f"recorded in dvc.lock as {name}", OUTS_KEY: locked_outputs(root).get(name, "")}
+
+
+def render_plots(root: Path) -> dict[str, Any]:
+    """``dvc plots show`` of the workspace into ``PLOTS_DIR``: DVC's own page of every plot dvc.yaml
+    declares (ROC, calibration, training curves); metadata linking it, or saying why there is none."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    done = subprocess.run([dvc, "plots", "show", "--out", PLOTS_DIR], cwd=root, capture_output=True, text=True)
+    page = Path(root) / PLOTS_DIR / "index.html"
+    if done.returncode != 0 or not page.is_file():
+        return {"dvc_plots": f"`dvc plots show` failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"}
+    return {"dvc_plots_path": f"{PLOTS_DIR}/index.html"}
 
 
 def dvc_lock_sensor(asset_keys: dict[str, dg.AssetKey], dataset_of) -> dg.SensorDefinition:

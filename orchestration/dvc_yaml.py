@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from assets.curves import CURVES
+from assets.curves import FIGURE as CURVE_FIGURE
 from assets.curves import METRICS as CURVE_METRICS
 from assets.curves import PLOTS as CURVE_PLOTS
 from assets.registry import DATASET, STAGES, VARIANT, Stage
@@ -60,13 +61,19 @@ def stage_entry(stage: Stage) -> dict:
     metrics = [_dvc_path(p) for p in stage.metrics]
     if stage.curves:  # assets/curves.py: per-seed curves (x = epoch or step) and their last values
         curves = _dvc_path(CURVES.format(stage=stage.name, dataset=DATASET, variant=VARIANT))
-        entry["plots"] = [{f"{curves}/{CURVE_PLOTS}": {"x": "step"}}]
+        entry["plots"] = [{f"{curves}/{CURVE_PLOTS}": {"x": "step"}}, f"{curves}/{CURVE_FIGURE}"]
         metrics.append(f"{curves}/{CURVE_METRICS}")
     if metrics:
         entry["metrics"] = metrics
     if stage.fan_out:
         return {"foreach": f"${{{stage.fan_out}}}", "do": entry}
     return entry
+
+
+def has_plots(stage: Stage) -> bool:
+    """Whether dvc.yaml declares plots of ``stage``: its training curves, or top-level plots of its outputs."""
+    prefix = f"artifacts/{stage.name}/"
+    return stage.curves or any(path.startswith(prefix) for entry in PLOTS for path in entry)
 
 
 def render() -> str:

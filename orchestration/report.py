@@ -66,7 +66,7 @@ def next_steps(root: Path, params: Params) -> str:
             "  make ui                      Dagster UI on http://127.0.0.1:3001: asset graph, GX checks, metadata",
             "  make serve                   the CTR service (BentoML) on http://127.0.0.1:3000",
             f"  {str(drift) + '/*.html':<28} Evidently drift reports per long-tail segment",
-            "  dvc plots show               ROC and calibration curves -> dvc_plots/index.html",
+            "  artifacts/dvc_plots/index.html  DVC's plots: ROC, calibration, training curves (`dvc plots show`)",
             "  dvc metrics show             the evaluation figures",
             "  make run PROFILE=full        the published tables: 3 seeds, every variant (hours on CPU)",
         ]

@@ -30,6 +30,8 @@ def test_each_seed_and_metric_is_one_curve_over_its_epochs(tmp_path: Path):
     ]  # wall time and counts are no curves
     last = json.loads((folder / "metrics.json").read_text())
     assert last["seed1"]["train_loss"] == last["seed2"]["train_loss"] == 0.5
+    figure = (folder / "curves.png").read_bytes()  # every curve drawn, for the Dagster asset page
+    assert figure[:8] == b"\x89PNG\r\n\x1a\n" and len(figure) > 10_000
 
 
 def test_a_history_without_epochs_is_drawn_over_its_rows(tmp_path: Path):

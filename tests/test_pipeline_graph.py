@@ -127,3 +127,9 @@ def dg_key(name: str):
     import dagster as dg
 
     return dg.AssetKey([name])
+
+
+def test_the_stages_with_dvc_plots_are_the_ones_dagster_renders_the_plots_page_for():
+    with_plots = {stage.name for stage in STAGES if dvc_yaml.has_plots(stage)}
+    assert {"evaluate", "train", "clickprompt_pretrain"} <= with_plots
+    assert not {"ingest", "split", "features", "bento", "drift"} & with_plots

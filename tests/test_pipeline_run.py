@@ -248,6 +248,7 @@ def test_dagster_check_fails_on_tampered_split(project: Path):
     result = dg.materialize(
         [defs.get_assets_def("split"), check],
         selection=dg.AssetSelection.checks(check),
+        tags={"dagster/partition": "ml-100k"},  # the check alone, on a dataset partition
         resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -276,11 +277,14 @@ def test_dagster_materializes_with_blocking_checks_and_shares_one_state_with_dvc
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {"ingest_gx_suite", "split_gx_suite"}  # blocking GX checks, passed
-    assert all(e.passed for e in evaluations.values())
+    assert all(e.passed and e.partition == "ml-100k" for e in evaluations.values())  # a history per dataset
     mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     meta = mats["ingest"].materialization.metadata
     assert meta["rows"].value == 240 and meta["users"].value == 4
-    assert "per_scenario" in meta and "preview" in meta
+    assert "per_scenario" in meta and meta["dagster/row_count"].value == 240
+    assert meta["preview"].value.records[0].data["user_id"] and "label" in {
+        c.name for c in meta["preview"].value.schema.columns
+    }
     for event in result.get_asset_materialization_events():
         name = event.asset_key.to_user_string()
         assert event.materialization.metadata["dvc"].value == f"recorded in dvc.lock as {name}"

@@ -99,10 +99,18 @@ def test_evaluate_matches_independent_computation(root):
     png = root / meta["auc_by_item_count_png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "by the item's interactions in the training split" in meta["results_md"]
-    from orchestration.definitions import to_metadata  # what the Dagster asset shows: the plot inline
+    from orchestration.metadata import to_metadata  # what the Dagster asset shows: the plot inline
 
-    shown = to_metadata(meta, root)["auc_by_item_count"]
-    assert shown.value.startswith("![auc_by_item_count](data:image/png;base64,iVBORw0KGgo")
+    shown = to_metadata(meta, root)
+    for figure in ("auc_by_item_count", "auc_by_segment", "roc", "calibration"):
+        assert shown[figure].value.startswith(f"![{figure}](data:image/png;base64,iVBORw0KGgo")
+    table = shown["scores"].value  # every variant, best first, with its segment AUCs
+    assert [r.data["model"] for r in table.records] == sorted(entry, key=lambda m: -entry[m]["auc"])
+    assert (
+        table.records[0].data["auc_lt_user&lt_item"]
+        == entry[table.records[0].data["model"]]["per_segment"]["lt_user&lt_item"]
+    )
+    assert shown["results_file"].path == str(root.resolve() / "artifacts" / "evaluate" / "ml-100k" / "results.md")
     assert set(entry["dnn"]["per_segment"]) == {
         "lt_user&lt_item",
         "head_user&lt_item",
