@@ -7,52 +7,36 @@ with the best validation AUC in the variant's summary.json. The encoder is the f
 ``serve.stage: clickprompt, serve.variant: clickprompt_wo_plm``.
 
 Writes artifacts/bento/<dataset>/: ``model/`` (the three files the service loads, exactly what was
-registered) and ``registration.json`` (tag, metrics, lineage). The BentoML model
-``<serve.model_name>:<version>`` gets the same files; the version is a digest of them, so the same
-checkpoint always gets the same version. Labels carry dataset, variant, seed and lineage (the params
-digest the checkpoint was trained under, the data.dvc md5); metadata carries the metrics, the record
-fields (which shape the service's request schema) and the serving settings (params ``serve``).
-The store is ``$BENTOML_HOME/models`` (default: ``<root>/bentoml_home``, what ``make serve`` uses).
+registered), ``model_card.md`` (assets/model_card.py) and ``registration.json`` (tag, labels,
+metadata). The BentoML model ``<serve.model_name>:<version>`` gets the same files and the card; the
+version is a digest of the model files, so the same checkpoint always gets the same version. Labels
+carry dataset, variant, seed and lineage (the params digest the checkpoint was trained under, the
+data.dvc md5); metadata carries the metrics and the record fields (which shape the service's request
+schema). How the model is served (workers, batching, limits) is not part of it: the service reads
+those settings when it starts (serving/settings.py). The store is ``$BENTOML_HOME/models`` (default:
+``<root>/bentoml_home``, what ``make serve`` uses); registration runs through assets/bento_store.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from assets.runs import PREDICTIONS, SUMMARY
-from assets.tables import read_json, read_table, write_json
+from assets.bento_store import FILES, MODEL_CARD, MODEL_DIR, REGISTRATION, files_digest, register_in
+from assets.model_card import METRICS, over_seeds, render, seed_figures
+from assets.runs import SUMMARY
+from assets.tables import read_json, write_json
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import DataError, ParamsError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir, portable
 
 STAGE = "bento"
-MODEL_DIR = "model"
-REGISTRATION = "registration.json"
-FILES = ("model.json", "model.safetensors", "encoder.json")
 DEFAULT_HOME = "bentoml_home"
-# serving settings copied into the model's metadata (the service reads them at import time)
-SERVE_KEYS = (
-    "max_records",
-    "max_body_bytes",
-    "max_batch_size",
-    "max_latency_ms",
-    "timeout_s",
-    "workers",
-    "torch_threads",
-    "log_dir",
-    "log_max_pending",
-    "access_log",
-    "metrics",
-    "tracing",
-)
 
 
 def bentoml_home(root: Path) -> Path:
@@ -81,22 +65,6 @@ def chosen_checkpoint(params: Params, root: Path) -> tuple[Path, int, dict[str, 
     return checkpoint, int(seed), summary
 
 
-def test_metrics(root: Path, dataset: str, variant_dir: Path, seed: int) -> dict[str, float]:
-    """Test AUC and LogLoss of ``seed``'s predictions (written by the training stage)."""
-    from models.metrics import auc, logloss
-
-    preds = read_table(variant_dir / PREDICTIONS)
-    test = preds[(preds["seed"] == seed) & (preds["split"] == "test")].sort_values("row")
-    labels = read_table(artifact_dir(root, "split", dataset) / "test.parquet")["label"].to_numpy()
-    if len(test) != len(labels):
-        raise DataError(
-            f"{variant_dir / PREDICTIONS}: {len(test)} test predictions for seed {seed}, "
-            f"but the test split has {len(labels)} rows"
-        )
-    probs = test["prob"].to_numpy(dtype=np.float64)
-    return {"test_auc": round(auc(labels, probs), 6), "test_logloss": round(logloss(labels, probs), 6)}
-
-
 def data_version(root: Path) -> str:
     """The md5 that data.dvc records for the raw data ('unknown' when the file is absent)."""
     path = Path(root) / "data.dvc"
@@ -106,49 +74,34 @@ def data_version(root: Path) -> str:
     return str(outs[0].get("md5", "unknown"))
 
 
-def files_digest(folder: Path) -> str:
-    """A version string from the bytes of the registered files."""
-    sha = hashlib.sha256()
-    for name in FILES:
-        sha.update(name.encode())
-        sha.update((folder / name).read_bytes())
-    return sha.hexdigest()[:16]
-
-
-def register(folder: Path, name: str, labels: dict[str, str], metadata: dict[str, Any], home: Path) -> str:
-    """Copy ``folder``'s files into the BentoML store as ``name:<digest>``; returns the tag.
-
-    An existing model with that tag is replaced, so the registered one is always ``name:latest``.
-    """
-    import bentoml
-    from bentoml._internal.models import ModelStore
-
-    store = ModelStore(str(home / "models"))
-    tag = f"{name}:{files_digest(folder)}"
-    try:
-        store.delete(tag)
-    except bentoml.exceptions.NotFound:
-        pass
-    with bentoml.models.create(tag, labels=labels, metadata=metadata, _model_store=store) as model:
-        for file in FILES:
-            shutil.copy2(folder / file, model.path_of(file))
-    return tag
+def seed_rule(params: Params, summary: dict[str, Any], seed: int) -> str:
+    """How the served seed was chosen, for the model card."""
+    if params.get_path("serve.seed", None) is not None:
+        return "set by serve.seed"
+    n = len(summary["seeds"])
+    return (
+        f"serve.seed is null, so the seed with the best validation AUC "
+        f"({summary['seeds'][str(seed)]['valid_auc']:.4f}) of the {n} trained seed{'s' if n > 1 else ''}"
+    )
 
 
 def run(params: Params, root: Path) -> dict[str, Any]:
-    """Copy the chosen checkpoint + encoder into artifacts/bento/<ds>/model/ and register them."""
+    """Copy the chosen checkpoint + encoder into artifacts/bento/<ds>/model/, write the model card, register them."""
     from models.features import FeatureEncoder
 
     root = Path(root)
     dataset = params.get_path("data.name")
-    serve = params.get_path("serve")
+    stage, variant = params.get_path("serve.stage"), params.get_path("serve.variant")
     checkpoint, seed, summary = chosen_checkpoint(params, root)
     encoder_dir = artifact_dir(root, "features", dataset)
     encoder = FeatureEncoder.load(encoder_dir)
-    metrics = {
-        "valid_auc": summary["seeds"][str(seed)]["valid_auc"],
-        **test_metrics(root, dataset, checkpoint.parent, seed),
-    }
+    split_dir = artifact_dir(root, "split", dataset)
+    longtail_share = float(params.get_path("evaluate.longtail_share"))
+    figures = seed_figures(checkpoint.parent, split_dir, longtail_share)
+    if seed not in figures:
+        raise DataError(f"{checkpoint.parent}: predictions.parquet has no predictions of the served seed {seed}")
+    metrics = {key: figures[seed][key] for key in METRICS}
+    across = over_seeds(figures)
     lineage = {
         "params_digest": str(summary.get("params_digest", params.digest())),
         "data_md5": data_version(root),
@@ -157,37 +110,59 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     fields = [{"name": f.name, "kind": f.kind} for f in encoder.spec.fields]
     metadata = {
         "dataset": dataset,
-        "stage": serve["stage"],
-        "variant": serve["variant"],
+        "stage": stage,
+        "variant": variant,
         "seed": seed,
         "metrics": metrics,
+        "metrics_over_seeds": {key: across[key] for key in ("seeds", *METRICS)},
         "lineage": lineage,
         "fields": fields,
-        "serve": {key: serve[key] for key in SERVE_KEYS},
     }
     labels = {
         "dataset": dataset,
-        "stage": str(serve["stage"]),
-        "variant": str(serve["variant"]),
+        "stage": str(stage),
+        "variant": str(variant),
         "seed": str(seed),
         "params_digest": lineage["params_digest"],
         "data_md5": lineage["data_md5"],
     }
-    with atomic_dir(artifact_dir(root, STAGE, dataset)) as tmp:
+    home = bentoml_home(root)
+    out_dir = artifact_dir(root, STAGE, dataset)
+    with atomic_dir(out_dir) as tmp:
         model_dir = tmp / MODEL_DIR
         model_dir.mkdir()
         for name in FILES[:2]:
             shutil.copy2(checkpoint / name, model_dir / name)
         shutil.copy2(encoder_dir / FILES[2], model_dir / FILES[2])
-        tag = register(model_dir, serve["model_name"], labels, metadata, bentoml_home(root))
+        tag = f"{params.get_path('serve.model_name')}:{files_digest(model_dir)}"
+        model = read_json(checkpoint / "model.json")
+        card = render(
+            {
+                **metadata,
+                "tag": tag,
+                "seed_rule": seed_rule(params, summary, seed),
+                "checkpoint": lineage["checkpoint"],
+                "architecture": model["name"] + (f" {model['hparams']}" if model.get("hparams") else ""),
+                "split": read_json(split_dir / "summary.json"),
+                "label_rule": params.get_path(f"data.label_rules.{dataset}"),
+                "longtail_share": longtail_share,
+                "figures": figures,
+                "summary": across,
+            }
+        )
+        (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
         write_json({"tag": tag, "labels": labels, **metadata}, tmp / REGISTRATION)
+        register_in(tmp, home)  # inside: a failed registration leaves the previous outputs in place
     return {
         "tag": tag,
-        "variant": serve["variant"],
+        "variant": variant,
         "seed": seed,
         **metrics,
+        **{f"{key}_{stat}": across[key][stat] for key in ("valid_auc", "test_auc") for stat in ("mean", "std")},
         **lineage,
-        "store": str(bentoml_home(root) / "models"),
+        "store": str(home / "models"),
+        "model_card_md": card,
+        "model_card_file_path": portable(out_dir / MODEL_CARD, root),
     }
 
 

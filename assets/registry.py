@@ -403,7 +403,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="bento",
-        description="Register the served CTR-only checkpoint + its encoder in the BentoML store (metrics, lineage).",
+        description="Register the served CTR-only checkpoint + encoder in the BentoML store, with its model card.",
         func="assets.bento:run",
         deps=(
             "artifacts/split/{dataset}",
@@ -411,7 +411,16 @@ STAGES: tuple[Stage, ...] = (
             "artifacts/${serve.stage}/{dataset}/${serve.variant}",
         ),
         outs=("artifacts/bento/{dataset}",),
-        params=("data.name", "serve"),
+        # which checkpoint and what its model card says; the rest of `serve` is read when the service starts
+        params=(
+            "data.name",
+            "data.label_rules",
+            "serve.stage",
+            "serve.variant",
+            "serve.seed",
+            "serve.model_name",
+            "evaluate.longtail_share",
+        ),
     ),
     Stage(
         name="drift",

@@ -350,7 +350,7 @@ def main() -> None:
     env = {
         **os.environ,
         "BENTOML_HOME": os.environ.get("BENTOML_HOME") or str(root / "bentoml_home"),
-        "LLM4CTR_PREDICTION_LOG": str(log_root),
+        "LLM4CTR_SERVE_LOG_DIR": str(log_root),
     }
     test = pd.read_parquet(artifact_dir(root, "split", dataset) / "test.parquet")
     records = json.loads(test.to_json(orient="records"))
@@ -388,7 +388,6 @@ def main() -> None:
 
     from models.predictor import Predictor
 
-    meta["serve"] = registration["serve"]
     torch.set_num_threads(int(meta["serve"]["torch_threads"]))
     predictor = Predictor.load(artifact_dir(root, "bento", dataset) / "model")
     offline_probs = predictor.predict_records(records[:1000])

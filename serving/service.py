@@ -7,15 +7,16 @@ Serve it (model registered first by the ``bento`` stage, ``llm4ctr stage bento``
 
 Endpoints: ``POST /predict`` ``{"records": [{...}, ...]}`` -> ``[{"probability", "model_version"}, ...]``
 (adaptive batching merges concurrent requests into one model call); ``POST /metadata`` (model
-version, dataset, variant, metrics, lineage, fields, prediction-log counters); ``GET /livez``,
-``/readyz``, ``/healthz``, ``/metrics``; OpenAPI docs at ``/`` and ``/docs.json``.
+version, dataset, variant, metrics, lineage, fields, the model card, the serving settings in force,
+prediction-log counters); ``GET /livez``, ``/readyz``, ``/healthz``, ``/metrics`` (BentoML's request
+metrics and the counters of serving/metrics.py); OpenAPI docs at ``/`` and ``/docs.json``.
 
-Which model: ``$LLM4CTR_MODEL_TAG`` (default ``llm4ctr-ctr:latest``). Its metadata, written by the
-bento stage, shapes this module at import time: the record schema (the encoder's fields), the
-request limits and batching settings (params.yaml ``serve:``). Everything heavy (bentoml, torch,
-the model) is loaded once at start-up; a request only validates, encodes, runs the model and queues
-a log entry. The prediction log goes to ``$LLM4CTR_PREDICTION_LOG/<dataset>/`` (default
-``<serve.log_dir>/<dataset>/`` under the working directory).
+Which model: ``$LLM4CTR_MODEL_TAG`` (default ``llm4ctr-ctr:latest``); its metadata, written by the
+bento stage, gives the record schema (the encoder's fields). How it is served (workers, batching,
+limits, log, metrics) is read at start-up from params.yaml ``serve:`` with ``LLM4CTR_SERVE_*``
+overrides (serving/settings.py). Everything heavy (bentoml, torch, the model) is loaded once at
+start-up; a request only validates, encodes, runs the model, counts and queues a log entry. The
+prediction log goes to ``<log_dir>/<dataset>/`` (``serve.log_dir``, ``$LLM4CTR_SERVE_LOG_DIR``).
 """
 
 import os
@@ -25,11 +26,14 @@ from typing import Any
 import bentoml
 import torch
 
+from assets.bento_store import MODEL_CARD
 from assets.prediction_log import PredictionLog
 from llm4ctr.env import apply_defaults
 from llm4ctr.errors import DataError
 from models.predictor import Predictor
+from serving import settings
 from serving.guard import RequestGuard
+from serving.metrics import ServiceMetrics
 from serving.schemas import Prediction, record_model, records_type
 
 apply_defaults()
@@ -39,10 +43,11 @@ _model_ref = bentoml.models.BentoModel(MODEL_TAG)
 if _model_ref.stored is None:
     raise DataError(
         f"BentoML model '{MODEL_TAG}' is not in the model store under "
-        f"{os.environ.get('BENTOML_HOME', '~/bentoml')}; register it with `llm4ctr stage bento`"
+        f"{os.environ.get('BENTOML_HOME', '~/bentoml')}; register it with `llm4ctr stage bento` "
+        "(or, for the bento stage's outputs already in artifacts/bento/, `python -m assets.bento_store`)"
     )
 META: dict[str, Any] = _model_ref.stored.info.metadata
-SERVE: dict[str, Any] = META["serve"]
+SERVE: dict[str, Any] = settings.load()
 
 Record = record_model(META["fields"])
 Records = records_type(Record, int(SERVE["max_records"]))
@@ -68,8 +73,10 @@ class CTRService:
         stored = self.model_ref
         self.version = str(stored.tag)
         self.predictor = Predictor.load(stored.path)
-        log_root = os.environ.get("LLM4CTR_PREDICTION_LOG") or SERVE["log_dir"]
-        self.log = PredictionLog(Path(log_root) / META["dataset"], max_pending=int(SERVE["log_max_pending"]))
+        card = Path(stored.path) / MODEL_CARD  # absent from models registered before the bento stage wrote cards
+        self.model_card = card.read_text(encoding="utf-8") if card.is_file() else None
+        self.log = PredictionLog(Path(SERVE["log_dir"]) / META["dataset"], max_pending=int(SERVE["log_max_pending"]))
+        self.metrics = ServiceMetrics(self.log, self.version) if SERVE["metrics"] else None
         # BentoML 1.4.39 looks the endpoint up on the instance for every request, and its descriptor
         # rebuilds a wrapper with inspect.signature each time (about 10% of a request's CPU at
         # concurrency 32); binding the endpoints once here lets those lookups find them directly.
@@ -96,21 +103,27 @@ class CTRService:
         # 2-core machine costs more (scheduling delay) than the model itself.
         probs = self.predictor.predict_records(records).tolist()
         self.log.append(records, probs, self.version)
+        if self.metrics is not None:
+            self.metrics.predictions.inc(len(probs))
         return [{"probability": p, "model_version": self.version} for p in probs]
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> dict[str, Any]:
-        """The served model: version, dataset, variant, metrics, lineage, record fields, log counters."""
+        """The served model (version, dataset, variant, metrics, lineage, record fields, model card),
+        the serving settings in force and the prediction log's counters."""
         return {
             "model_version": self.version,
-            **{k: v for k, v in META.items() if k != "serve"},
-            "limits": {k: SERVE[k] for k in ("max_records", "max_body_bytes")},
+            **META,
+            "model_card": self.model_card,
+            "serve": SERVE,
             "prediction_log": {"directory": str(self.log.directory), **self.log.stats},
         }
 
     @bentoml.on_shutdown
     def _close_log(self) -> None:
         self.log.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 CTRService.add_asgi_middleware(RequestGuard, max_body_bytes=int(SERVE["max_body_bytes"]))

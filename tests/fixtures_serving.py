@@ -1,5 +1,6 @@
-"""A tiny project for the serving and drift tests: split files, a fitted encoder and a trained zoo
-checkpoint laid out exactly as the features and train stages write them (docs/CONTRACTS.md).
+"""A tiny project for the serving and drift tests: split files (and their summary.json), a fitted
+encoder and a trained zoo checkpoint laid out exactly as the split, features and train stages write
+them (docs/CONTRACTS.md).
 
 The table is tests/fixtures_tables' learnable synthetic MovieLens-like frame with the ML-100K scenario
 rule (age groups), so the model's probabilities depend on the features and an age-mix shift is visible
@@ -19,7 +20,8 @@ import pandas as pd
 import torch
 
 from assets.runs import write_variant
-from assets.tables import write_table
+from assets.split import cold_shares
+from assets.tables import describe, write_json, write_table
 from llm4ctr.params import Params, load_params
 from models.ctr import build_model
 from models.features import FeatureEncoder, default_spec
@@ -60,6 +62,9 @@ def build_project(root: Path, n_rows: int = 6000, epochs: int = 3) -> Params:
     split_dir.mkdir(parents=True)
     for name, frame in splits.items():
         write_table(frame, split_dir / f"{name}.parquet")
+    cold = cold_shares(splits)
+    summary = {name: {**describe(frame), **cold[name]} for name, frame in splits.items()}
+    write_json({"dataset": DATASET, "method": "random", "splits": summary}, split_dir / "summary.json")
     encoder = FeatureEncoder.fit(train_df, default_spec(train_df.columns))
     encoder.save(root / "artifacts" / "features" / DATASET)
     arrays = {name: encoder.transform(frame) for name, frame in splits.items()}

@@ -1,6 +1,7 @@
-"""End to end: the bento stage registers a trained checkpoint, a real `bentoml serve` on 127.0.0.1
-scores records exactly like the offline model, answers bad and hostile input with 4xx (never 5xx),
-keeps serving correctly afterwards, and logs what it served.
+"""End to end: the bento stage registers a trained checkpoint with its model card (and `make serve`'s
+step registers restored outputs once), a real `bentoml serve` on 127.0.0.1 scores records exactly like
+the offline model, answers bad and hostile input with 4xx (never 5xx), keeps serving correctly
+afterwards, logs what it served and counts it on /metrics, with settings read at start-up.
 
 The server runs in its own process group (``start_new_session``) and is stopped by PID (the group
 is killed) whatever happens in the tests.
@@ -22,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.bento import REGISTRATION
 from assets.bento import run as register
+from assets.bento_store import MODEL_CARD, REGISTRATION
 from assets.prediction_log import read_log
 from assets.tables import read_json
 from models.features import FeatureEncoder
@@ -66,7 +67,8 @@ def project(tmp_path_factory):
         **os.environ,
         "BENTOML_HOME": str(root / "bentoml_home"),
         "BENTOML_DO_NOT_TRACK": "True",
-        "LLM4CTR_PREDICTION_LOG": str(root / "predictions_log"),
+        "LLM4CTR_SERVE_LOG_DIR": str(root / "predictions_log"),
+        "LLM4CTR_SERVE_TIMEOUT_S": "45",  # a deploy-time override of params.yaml serve.timeout_s
         "PYTHONPATH": str(ROOT),
     }
     with bentoml_home(root / "bentoml_home"):
@@ -91,15 +93,36 @@ def server(project):
         yield running.port
 
 
-def test_bento_stage_registers_checkpoint_with_metrics_and_lineage(project, offline):
-    import bentoml
-    from bentoml._internal.models import ModelStore
+def stored_model(env: dict[str, str], tag: str) -> dict | None:
+    """`bentoml models get TAG -o json` in the store of ``env``'s BENTOML_HOME (None: not there)."""
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "bentoml"), "models", "get", tag, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout) if out.returncode == 0 else None
 
-    root, metadata = project["root"], project["metadata"]
-    store = ModelStore(str(root / "bentoml_home" / "models"))
-    model = bentoml.models.get(f"{metadata['tag'].split(':')[0]}:latest", _model_store=store)
-    assert str(model.tag) == metadata["tag"]
-    labels, info = model.info.labels, model.info.metadata
+
+def bento_store_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python -m assets.bento_store ARGS` (what `make serve` runs first) in the project root."""
+    return subprocess.run(
+        [sys.executable, "-m", "assets.bento_store", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bento_stage_registers_checkpoint_with_metrics_lineage_and_model_card(project, offline):
+    root, metadata, env = project["root"], project["metadata"], project["env"]
+    name = metadata["tag"].split(":")[0]
+    model = stored_model(env, f"{name}:latest")
+    assert f"{model['name']}:{model['version']}" == metadata["tag"]
+    labels, info = model["labels"], model["metadata"]
     assert labels == {
         "dataset": DATASET,
         "stage": "train",
@@ -108,16 +131,48 @@ def test_bento_stage_registers_checkpoint_with_metrics_and_lineage(project, offl
         "params_digest": "feedc0ffee12",
         "data_md5": DATA_MD5,
     }
-    assert info["metrics"]["test_auc"] == pytest.approx(auc(project["test"]["label"], offline), abs=1e-6)
+    test_auc = auc(project["test"]["label"], offline)
+    assert info["metrics"]["test_auc"] == pytest.approx(test_auc, abs=1e-6)
+    assert info["metrics_over_seeds"]["seeds"] == [SEED]
     assert info["lineage"]["checkpoint"] == f"artifacts/train/{DATASET}/{MODEL}/seed{SEED}"
     assert [f["name"] for f in info["fields"]][:2] == ["user_id", "item_id"]
-    assert {"encoder.json", "model.json", "model.safetensors"} <= set(os.listdir(model.path_of("")))
+    assert "serve" not in info  # serving settings are read when the server starts, not frozen into the model
     registration = read_json(root / "artifacts" / "bento" / DATASET / REGISTRATION)
     assert registration["tag"] == metadata["tag"]
+
+    # the model card: next to registration.json, returned by the stage for Dagster, naming the metrics
+    card = (root / "artifacts" / "bento" / DATASET / MODEL_CARD).read_text(encoding="utf-8")
+    assert metadata["model_card_md"] == card
+    assert metadata["model_card_file_path"] == f"artifacts/bento/{DATASET}/{MODEL_CARD}"
+    assert metadata["tag"] in card and f"{test_auc:.4f}" in card
+    assert f"{info['metrics']['valid_auc']:.4f}" in card and f"{info['metrics']['test_logloss']:.4f}" in card
+    assert "head user, head item" in card and "## Limits" in card
+
     # same checkpoint -> same version, still the latest
     with bentoml_home(root / "bentoml_home"):
         assert register(project["params"], root)["tag"] == metadata["tag"]
-    assert str(bentoml.models.get(f"{model.tag.name}:latest", _model_store=store).tag) == metadata["tag"]
+    latest = stored_model(env, f"{name}:latest")
+    assert f"{latest['name']}:{latest['version']}" == metadata["tag"]
+
+
+def test_bento_store_registers_restored_outputs_once(project, tmp_path: Path):
+    """A bento stage restored by DVC's run-cache has outputs but nothing in the clone's store: the
+    `make serve` step registers them, and leaves an existing registration alone."""
+    env = {**project["env"], "BENTOML_HOME": str(tmp_path / "fresh_home")}
+    bento_dir = str(project["root"] / "artifacts" / "bento" / DATASET)
+    tag = project["metadata"]["tag"]
+    assert stored_model(env, tag) is None
+    first = bento_store_cli(env, "--if-missing", bento_dir)
+    assert first.returncode == 0 and first.stdout.strip() == tag and "registered:" in first.stderr, first.stderr
+    model = stored_model(env, tag)
+    assert model["labels"]["variant"] == MODEL
+    assert model["metadata"]["metrics"]["test_auc"] == project["metadata"]["test_auc"]
+    created = model["creation_time"]
+    again = bento_store_cli(env, "--if-missing", bento_dir)
+    assert again.returncode == 0 and again.stdout.strip() == tag and "already registered" in again.stderr
+    assert stored_model(env, tag)["creation_time"] == created
+    missing = bento_store_cli(env, "--if-missing", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "registration.json: not found" in missing.stderr
 
 
 def test_served_predictions_equal_offline_predictions(project, offline, server):
@@ -187,10 +242,62 @@ def test_health_metadata_and_openapi(project, server):
     info = json.loads(body)
     assert status == 200 and info["model_version"] == project["metadata"]["tag"]
     assert info["variant"] == MODEL and info["lineage"]["data_md5"] == DATA_MD5 and "test_auc" in info["metrics"]
+    card = (project["root"] / "artifacts" / "bento" / DATASET / MODEL_CARD).read_text(encoding="utf-8")
+    assert info["model_card"] == card  # read from the registered model in the store
+    # serving settings: params.yaml `serve:` at start-up, LLM4CTR_SERVE_* on top
+    assert info["serve"]["timeout_s"] == 45.0 and info["serve"]["workers"] == 1
+    assert info["serve"]["log_dir"] == project["env"]["LLM4CTR_SERVE_LOG_DIR"]
     status, body = request(server, "GET", "/docs.json")
     spec = json.loads(body)
     assert status == 200 and "/predict" in spec["paths"] and "/metadata" in spec["paths"]
     assert "user_id" in json.dumps(spec["components"])
+
+
+def metric(port: int, name: str, model_version: str) -> float:
+    """The value of counter ``name`` for ``model_version`` on GET /metrics (0 before its first increment)."""
+    status, body = request(port, "GET", "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and f'model_version="{model_version}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_predictions_and_log_entries(project, server):
+    tag = project["metadata"]["tag"]
+    names = {key: f"llm4ctr_{key}_total" for key in ("predictions", "prediction_log_written", "prediction_log_dropped")}
+
+    def counters() -> dict[str, float]:
+        return {key: metric(server, name, tag) for key, name in names.items()}
+
+    def log_stats() -> dict[str, int]:
+        status, body = request(server, "POST", "/metadata", b"{}", {"Content-Type": "application/json"})
+        stats = json.loads(body)["prediction_log"]
+        return {"prediction_log_written": stats["written"], "prediction_log_dropped": stats["dropped"]}
+
+    def settled(expected) -> dict[str, float]:
+        """The counters once they show ``expected()`` (the log's counts reach them within a second or so)."""
+        deadline = time.monotonic() + 15
+        while (now := counters()) != (want := expected(now)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert now == want
+        return now
+
+    before = settled(lambda now: {**now, **log_stats()})  # earlier tests' traffic, mirrored from the log
+    assert before["predictions"] == before["prediction_log_written"] + before["prediction_log_dropped"] > 0
+    records = records_of(project["test"].head(50))
+    for part in (records[:1], records[1:10], records[10:]):
+        assert predict(server, part)[0] == 200
+    assert predict(server, [{"user_id": True}])[0] == 400  # rejected: not scored, not counted
+    after = settled(
+        lambda now: {
+            **before,
+            "predictions": before["predictions"] + 50,
+            "prediction_log_written": before["prediction_log_written"] + 50,
+        }
+    )
+    assert after["prediction_log_written"] == log_stats()["prediction_log_written"]
+    assert "bentoml_service_request_total" in request(server, "GET", "/metrics")[1].decode()
 
 
 def hostile_requests(good: dict, fields: dict[str, str], n: int, seed: int = 0):

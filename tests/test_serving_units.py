@@ -1,10 +1,12 @@
 """Serving building blocks without a server: the record encoder, the predictor, the request schema,
-the request guard and the prediction log."""
+the request guard, the prediction log, the serving settings and counters; BentoML's public API only."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -215,3 +217,113 @@ def test_prediction_log_never_blocks_or_raises(tmp_path: Path):
     accepted = [full.append([{"a": i}], [0.5], "m:1") for i in range(1000)]
     assert time.perf_counter() - started < 1.0  # put_nowait: never waits for the disk
     assert not all(accepted) and full.stats["dropped"] == accepted.count(False)
+
+
+SERVE_PARAMS = """
+serve:
+  stage: train
+  workers: 1
+  torch_threads: 1
+  max_batch_size: 1024
+  max_latency_ms: 5000
+  timeout_s: 30
+  max_records: 4096
+  max_body_bytes: 8388608
+  log_dir: artifacts/predictions_log
+  log_max_pending: 10000
+  access_log: false
+  metrics: true
+  tracing: false
+"""
+
+
+def test_serving_settings_come_from_params_with_env_overrides(tmp_path: Path, monkeypatch):
+    from serving import settings
+
+    (tmp_path / "params.yaml").write_text(SERVE_PARAMS, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert settings.load({}) == {
+        "workers": 1,
+        "torch_threads": 1,
+        "max_batch_size": 1024,
+        "max_latency_ms": 5000,
+        "timeout_s": 30,
+        "max_records": 4096,
+        "max_body_bytes": 8388608,
+        "log_dir": "artifacts/predictions_log",
+        "log_max_pending": 10000,
+        "access_log": False,
+        "metrics": True,
+        "tracing": False,
+    }
+    env = {"LLM4CTR_SERVE_WORKERS": "4", "LLM4CTR_SERVE_ACCESS_LOG": "Yes", "LLM4CTR_SERVE_TIMEOUT_S": "2.5"}
+    got = settings.load(env)
+    assert (got["workers"], got["access_log"], got["timeout_s"], got["max_records"]) == (4, True, 2.5, 4096)
+    other = tmp_path / "deploy.yaml"
+    other.write_text(SERVE_PARAMS.replace("workers: 1", "workers: 3"), encoding="utf-8")
+    assert settings.load({"LLM4CTR_PARAMS": str(other)})["workers"] == 3
+    assert settings.env_name("max_body_bytes") == "LLM4CTR_SERVE_MAX_BODY_BYTES"
+
+
+@pytest.mark.parametrize(
+    ("env", "params", "message"),
+    [
+        ({"LLM4CTR_SERVE_WORKERS": "four"}, SERVE_PARAMS, "SERVE_WORKERS: expected a positive integer, got 'four'"),
+        ({"LLM4CTR_SERVE_WORKERS": "0"}, SERVE_PARAMS, "LLM4CTR_SERVE_WORKERS: expected a positive integer, got 0"),
+        ({"LLM4CTR_SERVE_METRICS": "maybe"}, SERVE_PARAMS, "LLM4CTR_SERVE_METRICS: expected true or false"),
+        ({"LLM4CTR_SERVE_TIMEOUT_S": "-1"}, SERVE_PARAMS, "LLM4CTR_SERVE_TIMEOUT_S: expected a positive number"),
+        ({"LLM4CTR_SERVE_WORKER": "2"}, SERVE_PARAMS, "LLM4CTR_SERVE_WORKER: unknown serving setting"),
+        ({}, SERVE_PARAMS.replace("workers: 1", "workers: true"), "serve.workers: expected a positive integer"),
+        ({}, SERVE_PARAMS.replace("  tracing: false\n", ""), "serve.tracing is missing (or set LLM4CTR_SERVE_TRACING)"),
+        ({}, "data: {}\n", "no `serve:` section"),
+    ],
+)
+def test_serving_settings_errors_name_the_variable_or_key(tmp_path: Path, env, params, message):
+    from llm4ctr.errors import ParamsError
+    from serving import settings
+
+    path = tmp_path / "params.yaml"
+    path.write_text(params, encoding="utf-8")
+    with pytest.raises(ParamsError) as info:
+        settings.load({"LLM4CTR_PARAMS": str(path), **env})
+    assert message in str(info.value)
+    with pytest.raises(ParamsError, match="serving settings file not found; run from the project root"):
+        settings.load({"LLM4CTR_PARAMS": str(tmp_path / "none.yaml")})
+
+
+def test_service_metrics_mirror_the_prediction_log(tmp_path: Path):
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import ServiceMetrics
+
+    registry = CollectorRegistry()
+    log = PredictionLog(tmp_path / "log", max_pending=1, flush_seconds=0.05)
+    metrics = ServiceMetrics(log, "m:1", registry=registry, interval=0.05)
+    accepted = [log.append([{"a": i}, {"a": -i}], [0.5, 0.5], "m:1") for i in range(200)]
+    metrics.predictions.inc(400)
+    log.close()
+    metrics.close()
+
+    def value(name: str) -> float:
+        return registry.get_sample_value(name, {"model_version": "m:1"})
+
+    assert value("llm4ctr_predictions_total") == 400
+    assert value("llm4ctr_prediction_log_written_total") == log.stats["written"] == 2 * sum(accepted)
+    assert value("llm4ctr_prediction_log_dropped_total") == log.stats["dropped"] == 2 * accepted.count(False) > 0
+    assert value("llm4ctr_prediction_log_errors_total") == 0
+
+
+def test_no_module_uses_bentoml_internals():
+    """BentoML's public API only: `bentoml._internal` (and `_bentoml_impl`) change without notice."""
+    root = Path(__file__).resolve().parents[1]
+    skip = {".venv", "artifacts", ".git", "bentoml_home", ".dagster_home", "__pycache__"}
+    pattern = re.compile(r"^\s*(from|import)\s+(bentoml\._internal|_bentoml_impl)\b|import_module\(.bentoml\._", re.M)
+    offenders, checked = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".venv")]
+        for name in files:
+            if name.endswith(".py"):
+                checked += 1
+                if pattern.search((Path(folder) / name).read_text(encoding="utf-8", errors="replace")):
+                    offenders.append(str((Path(folder) / name).relative_to(root)))
+    assert checked > 50 and not offenders
