@@ -67,10 +67,6 @@ class Project(dg.ConfigurableResource):
             Path(self.root) / self.params_file, {**overrides, **({"data.name": dataset} if dataset else {})}
         )
 
-    def default_dataset(self) -> str:
-        """The configured data.name: the dataset a run without a partition key works on."""
-        return self.params().get_path("data.name")
-
     def dvc_dataset(self) -> str:
         """params.yaml's data.name, no profile: the dataset of DVC's pipeline."""
         return load_params(Path(self.root) / PARAMS_FILE).get_path("data.name")
@@ -211,7 +207,7 @@ def instance_keys(params: Params) -> dict[str, dg.AssetKey]:
 _params = Project().params()  # params.yaml and the active profile, read once for the whole definitions
 defs = dg.Definitions(
     assets=build_assets(_params),
-    asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check()],
+    asset_checks=[stage_check(s) for s in STAGES if s.check] + [drift_check(datasets)],
     jobs=jobs(served_key(_params)),
     schedules=[nightly_schedule(Project.dvc_dataset)],
     sensors=[drift_sensor(DATASETS), retrain_sensor(), dvc_lock_sensor(instance_keys(_params), Project.dvc_dataset)],
