@@ -11,7 +11,9 @@
 #   make test   the test suite (fast; slow/network tests: make test-slow)
 #   make lint   ruff: lint and format check (configured in pyproject.toml); CI runs it before the tests
 #   make ui     Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
-#   make serve  the CTR service (BentoML) on 127.0.0.1:$(PORT), PORT=3000 by default
+#   make drift-ui  Evidently UI of the drift history (artifacts/evidently) on 127.0.0.1:$(DRIFT_UI_PORT)
+#   make serve  the CTR service (BentoML) on 127.0.0.1:$(PORT), PORT=3000 by default; settings: params.yaml
+#               serve: or LLM4CTR_SERVE_<SETTING>=value (e.g. LLM4CTR_SERVE_WORKERS=2 make serve)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -119,6 +121,7 @@ run: venv remote
 	eval llm4ctr fetch $$args && \
 	dvc add -q data && \
 	if [ -z "$$args" ]; then dvc repro --pull; else eval dvc exp run --pull $$args; fi && \
+	dvc plots show -q --out artifacts/dvc_plots && \
 	{ [ ! -f $(BIN)/.install-seconds ] || llm4ctr timings --record venv=$$(cat $(BIN)/.install-seconds); } && \
 	llm4ctr timings --record "make run=$$(( $$(date +%s) - start ))" && \
 	llm4ctr summary && \
@@ -138,9 +141,26 @@ test-slow: venv
 ui: venv dagster-home
 	LLM4CTR_PROFILE=$(PROFILE) dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
+# the docs' screenshots of the Dagster UI (docs/screenshots/*.png), after `make run`: a temporary
+# dagster dev on 127.0.0.1, evaluate/bento/drift materialized, headless Chromium (apt-get install chromium)
+.PHONY: screenshots
+screenshots: venv
+	$(BIN)/pip install -q -r docs/screenshots/requirements.txt
+	$(BIN)/python -m orchestration.screenshots --out docs/screenshots
+
+# the drift history (params.yaml drift.workspace, one Evidently project per dataset) in Evidently's UI on
+# 127.0.0.1:$(DRIFT_UI_PORT), the address drift.ui_url links to
+DRIFT_UI_PORT ?= 8000
+.PHONY: drift-ui
+drift-ui: venv
+	evidently ui --workspace artifacts/evidently --host 127.0.0.1 --port $(DRIFT_UI_PORT)
+
 # the CTR service on 127.0.0.1:$(PORT); the bento stage must have registered a model (llm4ctr stage bento)
+# registers artifacts/bento/<data.name> first when this clone's store lacks it (a bento stage that DVC
+# restored from its run-cache), then serves that tag (LLM4CTR_MODEL_TAG picks another)
 serve: venv
-	bentoml serve serving.service:CTRService --host 127.0.0.1 --port $(PORT)
+	@tag=$$($(BIN)/python -m assets.bento_store --if-missing) && \
+	LLM4CTR_MODEL_TAG=$${LLM4CTR_MODEL_TAG:-$$tag} bentoml serve serving.service:CTRService --host 127.0.0.1 --port $(PORT)
 
 # one lock for every torch variant: the local version (+cpu, +cu128) is dropped from torch's pin
 lock: venv

@@ -32,6 +32,7 @@ from llm4ctr.atomic import atomic_dir, replace_block, write_text
 from llm4ctr.errors import DataError
 from llm4ctr.params import Params
 from llm4ctr.paths import artifact_dir
+from models.metrics import SEGMENT_TITLES
 
 STAGE = "evaluate"
 METRICS = "metrics.json"  # in the stage's output folder
@@ -44,12 +45,6 @@ SEGMENT_PLOT = "auc_by_segment.png"
 CURVE_PLOTS = {  # folder of per-model point files -> (x, y, figure file, title)
     "roc": ("fpr", "tpr", "roc.png", "ROC"),
     "calibration": ("predicted", "observed", "calibration.png", "Calibration (mean predicted vs observed click rate)"),
-}
-SEGMENT_TITLES = {  # keys of models.metrics.SEGMENTS, in the paper's Table 6 order
-    "lt_user&lt_item": "LT user & LT item",
-    "head_user&lt_item": "head user & LT item",
-    "lt_user&head_item": "LT user & head item",
-    "head_user&head_item": "head user & head item",
 }
 
 
@@ -273,14 +268,14 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         figures = write_plots(tmp, results, segments, {"roc": roc, "calibration": calib}, f"{dataset}, {method} split")
         write_json({name: {k: v for k, v in r.items() if k != "stage"} for name, r in results.items()}, tmp / METRICS)
     folder = artifact_dir(root, STAGE, dataset).relative_to(root)
-    return {
+    return {  # in the order the asset page lists them
         "dataset": dataset,
         "models": len(results),
-        **{f"auc_{k}": v["auc"] for k, v in results.items()},
         "scores_table": results_preview(results),
-        "results_md": table,
-        "results_file_path": str(folder / "results.md"),
         **{f"{Path(name).stem}_png": str(folder / name) for name in figures},
+        "results_file_path": str(folder / "results.md"),
+        "results_md": table,
+        **{f"auc_{k}": v["auc"] for k, v in results.items()},
     }
 
 
@@ -303,7 +298,7 @@ def write_plots(
     )  # fmt: skip
     for kind, (x, y, name, heading) in CURVE_PLOTS.items():
         plot_curves(curves[kind], results, x, y, folder / name, f"{heading}: {title}")
-    return [SEGMENT_PLOT, ITEM_COUNT_PLOT, *(name for _, _, name, _ in CURVE_PLOTS.values())]
+    return [*(name for _, _, name, _ in CURVE_PLOTS.values()), SEGMENT_PLOT, ITEM_COUNT_PLOT]
 
 
 def results_preview(results: dict[str, Any]) -> dict[str, Any]:

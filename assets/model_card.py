@@ -19,16 +19,10 @@ import numpy as np
 from assets.runs import PREDICTIONS
 from assets.tables import read_table
 from llm4ctr.errors import DataError
+from models.metrics import SEGMENT_TITLES
 
-SPLITS = ("train", "valid", "test")
 SCORED_SPLITS = ("valid", "test")
 METRICS = ("valid_auc", "valid_logloss", "test_auc", "test_logloss")
-SEGMENT_TITLES = {  # models.metrics.SEGMENTS keys
-    "lt_user&lt_item": "long-tail user, long-tail item",
-    "head_user&lt_item": "head user, long-tail item",
-    "lt_user&head_item": "long-tail user, head item",
-    "head_user&head_item": "head user, head item",
-}
 
 
 def seed_figures(variant_dir: Path, split_dir: Path, longtail_share: float) -> dict[int, dict[str, Any]]:
@@ -112,7 +106,7 @@ def render(facts: dict[str, Any]) -> str:
         "| split | rows | users | items | positive rate | cold users | cold items |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in SPLITS:
+    for name in ("train", *SCORED_SPLITS):
         s = split["splits"][name]
         lines.append(
             f"| {name} | {s['rows']:,} | {s['users']:,} | {s['items']:,} | {s['positive_rate']:.3f} | "

@@ -14,7 +14,9 @@ Methods (params ``split.method``):
 
 Each split file is sorted in the canonical (timestamp, user_id, item_id) order, so the same params
 give byte-identical files. The report records each split's size, share, positive rate and its
-cold-user / cold-item share (rows whose user/item never occurs in train).
+cold-user / cold-item share (rows whose user/item never occurs in train). Each validation, by the stage
+(GX run name ``split``) or by its Dagster check (``split-check``), is also recorded in the dataset's GX
+project artifacts/gx/<dataset>/ and its Data Docs site, one page per table.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import numpy as np
 import pandas as pd
 
 from assets.ingest import TABLE as INGEST_TABLE
-from assets.tables import describe, preview_md, read_table, write_json, write_table
+from assets.tables import describe, preview_table, read_table, write_json, write_table
 from assets.validation import COLD_KEYS, SPLIT_METHODS
 from llm4ctr.atomic import atomic_dir
 from llm4ctr.errors import ParamsError
 from llm4ctr.params import Params
-from llm4ctr.paths import artifact_dir, failure_path
+from llm4ctr.paths import artifact_dir, failure_path, gx_dir
 
 STAGE = "split"
+CHECK = f"{STAGE}-check"  # the GX run name of the Dagster check's validations
 SPLITS = ("train", "valid", "test")
 METHODS = SPLIT_METHODS
 ORDER = ["timestamp", "user_id", "item_id"]
@@ -119,7 +122,9 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     tolerance = float(params.get_path("split.tolerance"))
     table = read_table(artifact_dir(root, "ingest", dataset) / INGEST_TABLE)
     splits = split_table(table, method, ratios, int(params.get_path("split.seed")))
-    report = validate_split(splits, dataset, method, ratios=tuple(ratios), tolerance=tolerance)
+    report = validate_split(
+        splits, dataset, method, gx_dir(root, dataset), STAGE, ratios=tuple(ratios), tolerance=tolerance
+    )
     cold = cold_shares(splits)
     summary = {
         "dataset": dataset,
@@ -135,7 +140,13 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             write_table(df, tmp / f"{name}.parquet")
         write_json(summary, tmp / "summary.json")
     flat = {f"{name}_{k}": v for name, s in summary["splits"].items() for k, v in s.items() if k != "per_scenario"}
-    return {"dataset": dataset, "method": method, **flat, "preview_md": preview_md(splits["train"])}
+    return {
+        "dataset": dataset,
+        "method": method,
+        **flat,
+        **report.docs_metadata(root),
+        "preview_table": preview_table(splits["train"]),
+    }
 
 
 def split_method(root: Path, dataset: str) -> str:
@@ -151,7 +162,7 @@ def load_splits(root: Path, dataset: str, columns: list[str] | None = None) -> d
 
 
 def check(params: Params, root: Path):
-    """Re-run the split suites on the written files (Dagster's blocking asset check)."""
+    """Re-run the split suites on the written files (Dagster's blocking asset check), recorded in the Data Docs."""
     from assets.validation import validate_split
 
     dataset = params.get_path("data.name")
@@ -159,6 +170,8 @@ def check(params: Params, root: Path):
         load_splits(root, dataset),
         dataset,
         params.get_path("split.method"),
+        gx_dir(root, dataset),
+        CHECK,
         ratios=tuple(params.get_path("split.ratios")),
         tolerance=float(params.get_path("split.tolerance")),
     )

@@ -4,14 +4,20 @@ Every rule is a GX expectation, so the full JSON result is the record of what wa
 that span several tables (split shares, key overlap, chronological order) are expectations over
 small derived frames built here, one row per thing that can go wrong (a split, a key, a user).
 
-Great Expectations is imported lazily (about 4 s) and one ephemeral context is built per process,
-so importing this module stays cheap (no GX) and validating a 100k-row table takes about a second.
+Validations run through a file-backed GX project per dataset (artifacts/gx/<dataset>/, see
+:func:`llm4ctr.paths.gx_dir`): each table is a Checkpoint whose UpdateDataDocsAction adds the run's
+page to the project's Data Docs site, so every validation, passed or failed, from a stage or from its
+Dagster check, stays browsable there (its index lists the newest :data:`DOCS_INDEX_LIMIT` table validations).
+Great Expectations is imported lazily, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +28,11 @@ import pandas as pd
 from assets.schema import DATASET_FEATURES, KEY_COLUMNS, columns_for
 from llm4ctr.atomic import write_text
 from llm4ctr.errors import DataError, ParamsError, ValidationFailed
+from llm4ctr.paths import portable
 
 if TYPE_CHECKING:
     import great_expectations as gx
+    from great_expectations.data_context import FileDataContext
 
 SPLITS = ("train", "valid", "test")
 SPLIT_METHODS = ("random", "global_time", "user_time", "cold_item", "cold_user")
@@ -32,6 +40,16 @@ COLD_KEYS = {"cold_item": "item_id", "cold_user": "user_id"}  # cold methods: th
 KEY = ["user_id", "item_id", "timestamp"]  # one interaction; unique within and across splits
 NOT_NULL = ["user_id", "item_id", "label", "timestamp", "scenario"]
 EXAMPLES = 5  # offending values quoted per failed expectation
+SOURCE = "llm4ctr"  # the GX project's pandas data source; one dataframe asset per table
+SITE = "local_site"  # the GX project's Data Docs site
+SITE_DIR = f"uncommitted/data_docs/{SITE}"  # where its HTML lies in the project folder (GX's default)
+DOCS_INDEX_LIMIT = 200  # validation results listed on the Data Docs index (the newest), which bounds its rebuild
+SITE_CONFIG = {
+    "class_name": "SiteBuilder",
+    "show_how_to_buttons": False,
+    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": f"{SITE_DIR}/"},
+    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": DOCS_INDEX_LIMIT},
+}
 
 AGE_GROUPS = ["age<25", "age25-34", "age>=35"]  # the MovieLens scenarios (age is required there)
 # column -> allowed values; nulls are left to NOT_NULL (features may be missing).
@@ -55,12 +73,27 @@ RANGES: dict[str, dict[str, tuple[float | None, float | None]]] = {
 
 @dataclass
 class ValidationReport:
-    """The outcome of one or more suites: ``results`` and ``statistics`` are keyed by table name."""
+    """The outcome of one or more suites: ``results``, ``statistics`` and ``pages`` (each table's Data
+    Docs page of this run) are keyed by table name; ``data_docs`` is the GX project's Data Docs index."""
 
     success: bool
     summary: str
+    data_docs: Path
     results: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] = field(default_factory=dict)
+    pages: dict[str, Path] = field(default_factory=dict)
+
+    def failed_pages(self) -> list[Path]:
+        """The Data Docs pages of the tables that failed."""
+        return [self.pages[table] for table, result in self.results.items() if not result["success"]]
+
+    def docs_metadata(self, root: Path) -> dict[str, Any]:
+        """Stage and check metadata: ``data_docs_path`` (the index) and ``data_docs_pages`` (table -> this
+        run's page), relative to the project ``root``."""
+        return {
+            "data_docs_path": portable(self.data_docs, root),
+            "data_docs_pages": {table: portable(page, root) for table, page in self.pages.items()},
+        }
 
 
 def raw_suite(dataset: str) -> gx.ExpectationSuite:
@@ -85,22 +118,28 @@ def raw_suite(dataset: str) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name=f"raw-{dataset}", expectations=expectations)
 
 
-def validate_raw(df: pd.DataFrame, dataset: str) -> ValidationReport:
-    """Validate one normalized table of ``dataset`` against :func:`raw_suite`."""
-    return _report({f"raw '{dataset}'": _run(df, raw_suite(dataset))})
+def validate_raw(df: pd.DataFrame, dataset: str, project: Path, run: str) -> ValidationReport:
+    """Validate one normalized table of ``dataset`` against :func:`raw_suite`, recorded as run ``run``
+    (the stage or check) in the GX project folder ``project``."""
+    runner = _Runner(project, run)
+    runner.validate(f"raw '{dataset}'", df, raw_suite(dataset))
+    return runner.report()
 
 
 def validate_split(
     splits: Mapping[str, pd.DataFrame],
     dataset: str,
     method: str,
+    project: Path,
+    run: str,
     ratios: Sequence[float] = (0.8, 0.1, 0.1),
     tolerance: float = 0.005,
 ) -> ValidationReport:
     """Validate a train/valid/test split: each part against :func:`raw_suite`, plus the cross-split
     rules: shares within ``tolerance`` of ``ratios``, no interaction key in two splits, for the
     time-based ``method``s chronological order (globally, or per user), and for the cold ``method``s
-    no item (user) in two splits: validation and test items (users) never occur in train."""
+    no item (user) in two splits: validation and test items (users) never occur in train. Recorded as
+    run ``run`` in the GX project folder ``project``."""
     if method not in SPLIT_METHODS:
         raise ParamsError(f"split.method: unknown method '{method}', expected one of {list(SPLIT_METHODS)}")
     if len(ratios) != len(SPLITS):
@@ -108,24 +147,27 @@ def validate_split(
     missing = [name for name in SPLITS if name not in splits]
     if missing:
         raise DataError(f"split is missing part(s) {missing}; expected {list(SPLITS)}")
+    runner = _Runner(project, run)
     suite = raw_suite(dataset)
-    results = {f"split '{name}'": _run(splits[name], suite) for name in SPLITS}
-    results["split shares"] = _run(_shares_frame(splits, ratios), _shares_suite(tolerance), ["split"])
+    for name in SPLITS:
+        runner.validate(f"split '{name}'", splits[name], suite)
+    runner.validate("split shares", _shares_frame(splits, ratios), _shares_suite(tolerance), ["split"])
     if not all(_has_key_columns(splits[name]) for name in SPLITS):
-        return _report(results)  # the per-split schema expectations have failed and say why
-    results["split overlap"] = _run(_keys_frame(splits), _overlap_suite(), ["split"])
+        return runner.report()  # the per-split schema expectations have failed and say why
+    runner.validate("split overlap", _keys_frame(splits), _overlap_suite(), ["split"])
     if method in ("global_time", "user_time"):
         frame = _order_frame(splits, per_user=method == "user_time")
-        results[f"split order ({method})"] = _run(frame, _order_suite(), ["scope", "split"])
+        runner.validate(f"split order ({method})", frame, _order_suite(), ["scope", "split"])
     if method in COLD_KEYS:
         key = COLD_KEYS[method]
-        results[f"split cold {key}"] = _run(_cold_frame(splits, key), _cold_suite(key), [key, "split"])
-    return _report(results)
+        runner.validate(f"split cold {key}", _cold_frame(splits, key), _cold_suite(key), [key, "split"])
+    return runner.report()
 
 
 def enforce(report: ValidationReport, result_path: str | Path) -> None:
     """Write the full report as JSON to ``result_path`` (atomically, pass or fail); raise
-    :class:`ValidationFailed` with the summary when it failed, so a bad table stops the pipeline."""
+    :class:`ValidationFailed` with the summary, the JSON's path and the failed tables' Data Docs pages
+    when it failed, so a bad table stops the pipeline."""
     payload = {
         "success": report.success,
         "summary": report.summary,
@@ -134,7 +176,7 @@ def enforce(report: ValidationReport, result_path: str | Path) -> None:
     }
     write_text(result_path, json.dumps(payload, indent=2, default=str) + "\n")
     if not report.success:
-        raise ValidationFailed(report.summary, str(result_path))
+        raise ValidationFailed(report.summary, str(result_path), [str(page) for page in report.failed_pages()])
 
 
 # --- cross-split suites over derived frames -------------------------------------------------------
@@ -234,44 +276,96 @@ def _order_suite() -> gx.ExpectationSuite:
 
 
 @functools.cache
-def _batch_definition():
-    """A whole-dataframe batch definition on this process's one ephemeral GX context, progress bars
-    off. Cached: a context is reused by every validation, and asset names must be unique in it."""
+def _context(project: Path) -> FileDataContext:
+    """The file-backed GX project in the folder ``project`` (an absolute path; scaffolded on first use)
+    with analytics and progress bars off, the Data Docs site configured and the pandas data source.
+    Cached per folder: two datasets, or tests in temporary roots, each keep their own project."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    context = gx.get_context(mode="file", context_root_dir=project)
+    context.variables.analytics_enabled = False
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("llm4ctr").add_dataframe_asset("frame")
-    return asset.add_batch_definition_whole_dataframe("whole")
+    context.variables.data_docs_sites = {SITE: SITE_CONFIG}
+    context.variables.save()
+    if SOURCE not in context.data_sources.all():
+        context.data_sources.add_pandas(SOURCE)
+    return context
 
 
-def _run(frame: pd.DataFrame, suite: gx.ExpectationSuite, index_columns: Sequence[str] = ()) -> dict:
-    """Validate ``frame`` against ``suite``; the JSON-ready result. ``index_columns`` name the rows
-    quoted for failures (e.g. the split) instead of their positions."""
+def _checkpoint(
+    context: FileDataContext, name: str, suite: gx.ExpectationSuite, index_columns: Sequence[str]
+) -> gx.Checkpoint:
+    """The Checkpoint ``name`` of ``context`` (added, or updated to the current ``suite``): ``suite`` on the
+    whole dataframe of the asset ``name``, SUMMARY results quoting failing rows by ``index_columns`` (by
+    position when empty), then the Data Docs site updated with the run's page."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    source = context.data_sources.get(SOURCE)
+    if name in source.get_asset_names():
+        whole = source.get_asset(name).get_batch_definition("whole")
+    else:
+        whole = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
+    definition = gx.ValidationDefinition(name=name, data=whole, suite=context.suites.add_or_update(suite))
     result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES}
     if index_columns:
         result_format["unexpected_index_column_names"] = list(index_columns)
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-    return batch.validate(suite, result_format=result_format).to_json_dict()
+    checkpoint = gx.Checkpoint(
+        name=name,
+        validation_definitions=[context.validation_definitions.add_or_update(definition)],
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=[SITE])],
+        result_format=result_format,
+    )
+    return context.checkpoints.add_or_update(checkpoint)
 
 
-def _report(results: dict[str, dict]) -> ValidationReport:
-    """Combine per-table results into one report with a one-line-per-failure summary."""
-    failures = [
-        f"- {table}: {_describe(outcome)}"
-        for table, result in results.items()
-        for outcome in result["results"]
-        if not outcome["success"]
-    ]
-    total = sum(result["statistics"]["evaluated_expectations"] for result in results.values())
-    tables = ", ".join(results)
-    if failures:
-        summary = "\n".join([f"{len(failures)} of {total} expectations failed ({tables}):", *failures])
-    else:
-        summary = f"all {total} expectations passed ({tables})"
-    statistics = {table: result["statistics"] for table, result in results.items()}
-    return ValidationReport(success=not failures, summary=summary, results=results, statistics=statistics)
+class _Runner:
+    """Validates tables as one GX run (one name, one start time) of the project in ``project``, so the
+    Data Docs index lists them together; collects each table's result and Data Docs page."""
+
+    def __init__(self, project: Path, run: str):
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        self.context = _context(Path(project).resolve())
+        self.run_id = RunIdentifier(run_name=run, run_time=dt.datetime.now(dt.UTC))
+        self.results: dict[str, dict] = {}
+        self.pages: dict[str, Path] = {}
+
+    def validate(self, table: str, frame: pd.DataFrame, suite: gx.ExpectationSuite, index_columns=()) -> None:
+        """Validate ``frame`` against ``suite`` as ``table``. ``index_columns`` name the rows quoted for
+        failures (e.g. the split) instead of their positions."""
+        name = re.sub(r"[^0-9a-z]+", "-", table.lower()).strip("-")  # checkpoint, asset and page names
+        checkpoint = _checkpoint(self.context, name, suite, index_columns)
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=self.run_id)
+        ((key, result),) = outcome.run_results.items()
+        self.results[table] = result.to_json_dict()
+        [site] = self.context.get_docs_sites_urls(resource_identifier=key, site_name=SITE, only_if_exists=False)
+        self.pages[table] = Path(urllib.parse.unquote(site["site_url"].removeprefix("file://")))
+
+    def report(self) -> ValidationReport:
+        """Combine the tables' results into one report with a one-line-per-failure summary."""
+        results = self.results
+        failures = [
+            f"- {table}: {_describe(outcome)}"
+            for table, result in results.items()
+            for outcome in result["results"]
+            if not outcome["success"]
+        ]
+        total = sum(result["statistics"]["evaluated_expectations"] for result in results.values())
+        tables = ", ".join(results)
+        if failures:
+            summary = "\n".join([f"{len(failures)} of {total} expectations failed ({tables}):", *failures])
+        else:
+            summary = f"all {total} expectations passed ({tables})"
+        return ValidationReport(
+            success=not failures,
+            summary=summary,
+            data_docs=Path(self.context.root_directory) / SITE_DIR / "index.html",
+            results=results,
+            statistics={table: result["statistics"] for table, result in results.items()},
+            pages=self.pages,
+        )
 
 
 def _describe(outcome: dict) -> str:

@@ -10,6 +10,7 @@ TELEMETRY_OFF = {
     "DVC_NO_ANALYTICS": "1",
     "DO_NOT_TRACK": "1",  # evidently
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "False",  # great_expectations (its projects also say analytics_enabled: false)
 }
 OFFLINE_HUB = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

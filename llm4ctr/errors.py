@@ -4,6 +4,8 @@ The CLI catches :class:`Llm4ctrError` and prints its message without a traceback
 Anything else escaping is a bug in llm4ctr and keeps its traceback.
 """
 
+from collections.abc import Sequence
+
 
 class Llm4ctrError(Exception):
     """Base class for errors caused by input, configuration or environment, not by a bug."""
@@ -30,10 +32,13 @@ class OutputLocked(Llm4ctrError):
 
 
 class ValidationFailed(DataError):
-    """A Great Expectations suite failed; ``summary`` is human readable, ``result_path`` holds the full JSON."""
+    """A Great Expectations suite failed; ``summary`` is human readable, ``result_path`` holds the full JSON,
+    ``docs_pages`` are the Data Docs pages of the failed validations."""
 
-    def __init__(self, summary: str, result_path: str | None = None):
+    def __init__(self, summary: str, result_path: str | None = None, docs_pages: Sequence[str] = ()):
         self.summary = summary
         self.result_path = result_path
-        where = f"\nFull result: {result_path}" if result_path else ""
-        super().__init__(f"{summary}{where}")
+        self.docs_pages = list(docs_pages)
+        lines = [summary, *([f"Full result: {result_path}"] if result_path else [])]
+        lines += [f"Data Docs: {page}" for page in self.docs_pages]
+        super().__init__("\n".join(lines))

@@ -24,6 +24,12 @@ def cache_dir() -> Path:
     return path
 
 
+def gx_dir(root: Path, dataset: str) -> Path:
+    """artifacts/gx/<dataset>/: the dataset's Great Expectations project (suites, checkpoints, every validation
+    result, the Data Docs site). Not a stage output: it keeps the validation history across runs."""
+    return Path(root) / "artifacts" / "gx" / dataset
+
+
 def failure_path(root: Path, stage: str, dataset: str) -> Path:
     """Where a failed validation's full GX result goes: outside the stage's outputs, which stay intact."""
     return Path(root) / "artifacts" / "failures" / f"{stage}-{dataset}-gx.json"

@@ -18,6 +18,12 @@ SEGMENTS = {  # name -> (long-tail user?, long-tail item?)
     "lt_user&head_item": (True, False),
     "head_user&head_item": (False, False),
 }
+SEGMENT_TITLES = {  # SEGMENTS' names for tables and figures, in the paper's Table 6 order
+    "lt_user&lt_item": "LT user & LT item",
+    "head_user&lt_item": "head user & LT item",
+    "lt_user&head_item": "LT user & head item",
+    "head_user&head_item": "head user & head item",
+}
 
 
 def auc(y_true, y_score) -> float:

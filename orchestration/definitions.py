@@ -163,7 +163,8 @@ def stage_command(stage: Stage, variant: str | None, dataset: str, project: Proj
 
 
 def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
-    """A blocking check that re-runs the stage's GX suites on its written outputs."""
+    """A blocking check that re-runs the stage's GX suites on its written outputs; its metadata links the
+    GX Data Docs pages of that validation."""
 
     @dg.asset_check(
         asset=asset_key(stage.name, None),
@@ -174,10 +175,11 @@ def stage_check(stage: Stage) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext, project: Project) -> dg.AssetCheckResult:
         dataset = context.partition_key
-        report = stage.resolve("check")(project.params(dataset), Path(project.root))
+        root = Path(project.root)
+        report = stage.resolve("check")(project.params(dataset), root)
+        shown = {"dataset": dataset, "summary_md": report.summary or "all expectations passed"}
         return dg.AssetCheckResult(
-            passed=bool(report.success),
-            metadata={"dataset": dataset, "summary": dg.MetadataValue.md(report.summary or "all expectations passed")},
+            passed=bool(report.success), metadata=to_metadata({**shown, **report.docs_metadata(root)}, root)
         )
 
     return _check

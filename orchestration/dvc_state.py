@@ -65,7 +65,7 @@ def record(root: Path, stage: str, variant: str | None) -> dict[str, Any]:
     name = instance_name(stage, variant)
     dvc = str(Path(sys.executable).parent / "dvc")
     done = subprocess.run(
-        [dvc, "--wait-for-lock", "commit", "--force", "--quiet", name],
+        [dvc, "--wait-for-lock", "commit", "--force", name],
         cwd=root,
         capture_output=True,
         text=True,

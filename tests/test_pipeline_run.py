@@ -256,6 +256,21 @@ def test_dagster_check_fails_on_tampered_split(project: Path):
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert "test" in evaluation.metadata["summary"].value
+    index = Path(evaluation.metadata["data_docs"].path)  # GX Data Docs of this validation, linked from the check
+    assert (
+        index
+        == project.resolve()
+        / "artifacts"
+        / "gx"
+        / "ml-100k"
+        / "uncommitted"
+        / "data_docs"
+        / "local_site"
+        / "index.html"
+    )
+    assert index.is_file() and all(
+        (project / page).is_file() for page in evaluation.metadata["data_docs_pages"].data.values()
+    )
 
 
 def test_dagster_materializes_with_blocking_checks_and_shares_one_state_with_dvc(project: Path):

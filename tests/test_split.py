@@ -89,7 +89,7 @@ def test_same_params_give_byte_identical_files(tmp_path, interactions):
 
 
 @pytest.mark.parametrize(("method", "key"), [("cold_item", "item_id"), ("cold_user", "user_id")])
-def test_cold_splits_hold_out_whole_items_or_users_at_the_ratios(method, key):
+def test_cold_splits_hold_out_whole_items_or_users_at_the_ratios(tmp_path, method, key):
     from assets.validation import validate_split
     from tests.fixtures_tables import make_interactions
 
@@ -104,14 +104,14 @@ def test_cold_splits_hold_out_whole_items_or_users_at_the_ratios(method, key):
     assert (
         shares["valid"][f"cold_{key.split('_')[0]}_share"] == 1.0 == shares["test"][f"cold_{key.split('_')[0]}_share"]
     )
-    assert validate_split(splits, "ml-100k", method).success
+    assert validate_split(splits, "ml-100k", method, tmp_path / "gx", "test").success
     again = split_table(table, method, RATIOS, seed=3)
     assert all(again[name].equals(splits[name]) for name in SPLITS)  # seeded and deterministic
     other = split_table(table, method, RATIOS, seed=4)
     assert set(other["test"][key]) != set(splits["test"][key])
 
 
-def test_a_held_out_item_seen_in_training_fails_the_cold_item_suite():
+def test_a_held_out_item_seen_in_training_fails_the_cold_item_suite(tmp_path):
     import pandas as pd
 
     from assets.validation import validate_split
@@ -123,5 +123,5 @@ def test_a_held_out_item_seen_in_training_fails_the_cold_item_suite():
     leaked = splits["test"].iloc[[0]].copy()  # the same item, a new interaction key
     leaked["user_id"] = pd.Series(["leaked-user"], index=leaked.index, dtype=splits["train"]["user_id"].dtype)
     splits["train"] = pd.concat([splits["train"], leaked], ignore_index=True)
-    report = validate_split(splits, "ml-100k", "cold_item")
+    report = validate_split(splits, "ml-100k", "cold_item", tmp_path / "gx", "test")
     assert not report.success and "split cold item_id" in report.summary
