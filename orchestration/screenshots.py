@@ -82,33 +82,32 @@ def shoot(base: str, dataset: str, out: Path) -> list[Path]:
     written = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
+        page = browser.new_page()
 
-        def save(name: str, full_page: bool = False) -> None:
+        def visit(path: str, shown: str, size: tuple[int, int], settle_ms: int = 1500) -> None:
+            """Open ``path`` in a ``size`` window and wait until the text ``shown`` is drawn."""
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+            page.goto(f"{base}{path}")
+            page.get_by_text(shown, exact=True).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(settle_ms)  # layout, images and status colours settle
+
+        def save(name: str) -> None:
             path = out / f"{name}.png"
-            page.screenshot(path=str(path), full_page=full_page)
+            page.screenshot(path=str(path))
             written.append(path)
 
-        page.goto(f"{base}/assets/drift?view=lineage&lineageScope=upstream&lineageDepth=4&partition={dataset}")
-        page.get_by_text("bento", exact=True).first.wait_for(timeout=60_000)
-        page.wait_for_timeout(3000)  # the graph's layout and status colours settle
+        # wide enough that the graph is drawn at a scale showing each asset's status
+        visit(f"/assets/drift?view=lineage&lineageScope=upstream&lineageDepth=4&partition={dataset}", "bento",
+              (2400, 1100), settle_ms=3000)  # fmt: skip
         save("lineage")
-
-        page.set_viewport_size({"width": WIDTH, "height": 1500})
-        page.goto(f"{base}/assets/evaluate?partition={dataset}")
-        page.get_by_text("scores", exact=True).first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
+        visit(f"/assets/evaluate?partition={dataset}", "scores", (WIDTH, 1500))
         save("evaluate")
         row = page.locator("tr", has=page.get_by_text("roc", exact=True)).first
         row.get_by_text("[Show Markdown]").click()
         page.get_by_role("img").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         save("evaluate_roc")
-
-        page.set_viewport_size({"width": WIDTH, "height": 1300})
-        page.goto(f"{base}/assets/drift?partition={dataset}")
-        page.get_by_text("segments", exact=True).first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
+        visit(f"/assets/drift?partition={dataset}", "segments", (WIDTH, 1300))
         save("drift")
         browser.close()
     return written

@@ -146,7 +146,7 @@ def test_bento_stage_registers_checkpoint_with_metrics_lineage_and_model_card(pr
     assert metadata["model_card_file_path"] == f"artifacts/bento/{DATASET}/{MODEL_CARD}"
     assert metadata["tag"] in card and f"{test_auc:.4f}" in card
     assert f"{info['metrics']['valid_auc']:.4f}" in card and f"{info['metrics']['test_logloss']:.4f}" in card
-    assert "head user, head item" in card and "## Limits" in card
+    assert "head user & head item" in card and "## Limits" in card
 
     # same checkpoint -> same version, still the latest
     with bentoml_home(root / "bentoml_home"):
