@@ -107,7 +107,7 @@ def shoot(base: str, dataset: str, out: Path) -> list[Path]:
         page.get_by_role("img").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         save("evaluate_roc")
-        visit(f"/assets/drift?partition={dataset}", "segments", (WIDTH, 1300))
+        visit(f"/assets/drift?partition={dataset}", "segments", (WIDTH, 1800))
         save("drift")
         browser.close()
     return written
