@@ -323,7 +323,9 @@ def test_sensor_requests_a_drift_run_when_the_log_grew(project):
 
 def test_make_drift_ui_serves_the_workspace_the_stage_links_to():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["drift"]
-    shown = subprocess.run(["make", "-n", "drift-ui"], cwd=ROOT, capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        ["make", "-n", "--no-print-directory", "drift-ui"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     command = shown.stdout.strip().splitlines()[-1].split()
     assert command[:2] == ["evidently", "ui"]
     options = dict(zip(command[2::2], command[3::2]))

@@ -85,9 +85,11 @@ def make_project(source: Path, dest: Path) -> Path:
     shrink_params(dest / "params.yaml")
     write_ml100k_atomic(dest / "data" / "ml-100k", generated_ratings())
     _sh("git", "init", "-q", cwd=dest)
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):  # `dvc exp run` commits too
+        _sh("git", "config", key, value, cwd=dest)
     _sh("dvc", "add", "-q", "data", cwd=dest)
     _sh("git", "add", "-A", cwd=dest)
-    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixture", cwd=dest)
+    _sh("git", "commit", "-qm", "fixture", cwd=dest)
     return dest
 
 
