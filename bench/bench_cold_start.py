@@ -16,7 +16,7 @@ results and its stage times are recorded in bench/results/cold_start/<cell>.json
 Cells:
 - ``random``, ``cold_item``, ``cold_user``: profiles seeds3 / cold_item / cold_user, every default
   method (the ten zoo models, ClickPrompt w/o and with PLM, LLM4MSR STAR, LEARN), 3 seeds for the
-  CTR-only paths, 1 for the with-PLM path, the default profile's epoch and row budgets.
+  CTR-only paths, 1 for the with-PLM path, seeds3's epoch and row budgets.
 - ``<split>@<source>``: the knowledge-source sweep, LEARN (item embeddings from ``source``) and its
   DCNv2 base, seed 2024, on ``random`` and ``cold_item``.
 - ``cold_item+min_count2``: DCNv2 and LEARN on the cold-item protocol with ``features.min_count`` 2, so
@@ -73,7 +73,7 @@ def cells() -> dict[str, Cell]:
     found["cold_item+min_count2"] = Cell(
         "cold_item+min_count2", (*cold, "features.min_count=2"), ("train@dcnv2", "learn@dcnv2_learn")
     )
-    # LEARN's towers with the full profile's epoch budget (the default stops at 10, still improving)
+    # LEARN's towers with the full profile's epoch budget (seeds3 stops at 10, still improving)
     found["cold_item+tower_epochs40"] = Cell(
         "cold_item+tower_epochs40",
         (*cold, 'learn.towers=["learn"]', "learn.tower_train.max_epochs=40"),
