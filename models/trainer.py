@@ -68,7 +68,7 @@ class TrainConfig(Settings):
     weight_decay: float = 1e-5
     batch_size: int = 1024
     eval_batch_size: int = 8192
-    max_epochs: int = 4
+    max_epochs: int = 3
     patience: int = 2
     seed: int = 2024
     device: str = "auto"

@@ -57,7 +57,7 @@ class TowerConfig(Settings):
     lr: float = 3e-3
     weight_decay: float = 1e-5
     batch_size: int = 256
-    max_epochs: int = 10
+    max_epochs: int = 6
     patience: int = 4
     history_len: int = 20
     target_len: int = 10
