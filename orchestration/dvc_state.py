@@ -76,14 +76,26 @@ def record(root: Path, stage: str, variant: str | None) -> dict[str, Any]:
 
 
 def render_plots(root: Path) -> dict[str, Any]:
-    """``dvc plots show`` of the workspace into ``PLOTS_DIR``: DVC's own page of every plot dvc.yaml
-    declares (ROC, calibration, training curves); metadata linking it, or saying why there is none."""
+    """``dvc plots show`` of the workspace into ``PLOTS_DIR``, swapped in whole (steps running at once
+    never leave a half-written page): DVC's own page of every plot dvc.yaml declares (ROC, calibration,
+    training curves); metadata linking it, or saying why there is none."""
+    from llm4ctr.atomic import atomic_dir
+    from llm4ctr.errors import OutputLocked
+
     dvc = str(Path(sys.executable).parent / "dvc")
-    done = subprocess.run([dvc, "plots", "show", "--out", PLOTS_DIR], cwd=root, capture_output=True, text=True)
-    page = Path(root) / PLOTS_DIR / "index.html"
-    if done.returncode != 0 or not page.is_file():
-        return {"dvc_plots": f"`dvc plots show` failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"}
-    return {"dvc_plots_path": f"{PLOTS_DIR}/index.html"}
+    link = {"dvc_plots_path": f"{PLOTS_DIR}/index.html"}
+    try:
+        with atomic_dir(Path(root) / PLOTS_DIR) as tmp:
+            done = subprocess.run([dvc, "plots", "show", "--out", str(tmp)], cwd=root, capture_output=True, text=True)
+            if done.returncode != 0 or not (tmp / "index.html").is_file():
+                raise RuntimeError(
+                    f"`dvc plots show` failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"
+                )
+    except OutputLocked:
+        return link  # a step running beside this one is rendering the same page
+    except RuntimeError as exc:
+        return {"dvc_plots": str(exc)}
+    return link
 
 
 def dvc_lock_sensor(asset_keys: dict[str, dg.AssetKey], dataset_of) -> dg.SensorDefinition:
